@@ -1,0 +1,96 @@
+"""Producing events: envelope encoding, headers with trace context, waiting for acknowledgements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from bulwark import topics as t
+from bulwark.bus.client import kafka_client_config
+from bulwark.errors import UnavailableError
+from bulwark.events import ENVELOPE_VERSION, Envelope
+from bulwark.settings import CommonSettings
+from bulwark.tracing import Headers, inject_headers
+
+_ENVELOPE_HEADER = str(ENVELOPE_VERSION).encode()
+
+
+@dataclass
+class Output:
+    """One record a handler wants produced: an event for a topic (keyed by its subject unless `key`)."""
+
+    topic: str
+    event: Envelope
+    key: bytes | None = None
+    headers: Headers = field(default_factory=list)
+
+
+def event_headers(event: Envelope, extra: Headers | None = None) -> Headers:
+    """Envelope version, type, id and the current trace context as Kafka headers."""
+    headers: Headers = [
+        (t.H_ENVELOPE_VERSION, _ENVELOPE_HEADER),
+        (t.H_EVENT_TYPE, event.type.encode()),
+        (t.H_EVENT_ID, event.id.encode()),
+    ]
+    if extra:
+        headers.extend(extra)
+    return inject_headers(headers)
+
+
+def make_producer(settings: CommonSettings, *, client_id: str) -> KafkaProducer:
+    """A producer that waits for all in-sync replicas and never reorders a retried batch."""
+    return KafkaProducer(
+        **kafka_client_config(settings, client_id=client_id),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        batch_size=256 * 1024,
+        max_request_size=max(2 * settings.max_event_bytes, 1_048_576),
+        max_block_ms=10_000,
+        retries=5,
+    )
+
+
+class EventProducer:
+    """Sends events and, on `flush()`, waits until every one is acknowledged or raises."""
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self._producer = producer
+        self._pending: list = []  # kafka-python FutureRecordMetadata
+
+    def send(self, out: Output) -> None:
+        """Queue one output (asynchronous; `flush()` waits for it)."""
+        headers = event_headers(out.event, out.headers)
+        key = out.key if out.key is not None else out.event.key
+        try:
+            self._pending.append(self._producer.send(out.topic, value=out.event.encode(), key=key, headers=headers))
+        except KafkaError as exc:
+            raise UnavailableError(f"cannot produce to {out.topic}: {type(exc).__name__}") from None
+
+    def send_raw(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
+        """Queue a record that is not an envelope built here (dead letters keep their own headers)."""
+        try:
+            self._pending.append(self._producer.send(topic, value=value, key=key, headers=headers))
+        except KafkaError as exc:
+            raise UnavailableError(f"cannot produce to {topic}: {type(exc).__name__}") from None
+
+    def flush(self, timeout_s: float = 30.0) -> int:
+        """Wait for every queued record's acknowledgement; raise `UnavailableError` if any failed."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return 0
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise UnavailableError(f"broker did not acknowledge outputs: {type(exc).__name__}") from None
+        for fut in pending:
+            if not fut.succeeded():
+                name = type(fut.exception).__name__ if fut.exception is not None else "timeout"
+                raise UnavailableError(f"broker did not acknowledge an output ({name})")
+        return len(pending)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush and close the underlying producer."""
+        self._producer.close(timeout=timeout_s)

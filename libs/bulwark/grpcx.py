@@ -1,0 +1,157 @@
+"""gRPC server plumbing every Bulwark server shares: health, reflection, error mapping, TLS.
+
+- `grpc.health.v1` reports SERVING / NOT_SERVING per service (and "" for the whole server);
+- reflection lets a client that knows nothing of our protos list and call the services;
+- one interceptor turns `BulwarkError` into its status code (see `errors.GRPC_STATUS`) and any other
+  exception into INTERNAL with a fixed message (the details go to the log without values);
+- optional TLS, with client certificates required for mutual TLS.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from bulwark.errors import BulwarkError
+
+log = logging.getLogger(__name__)
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+    if isinstance(exc, BulwarkError):
+        context.abort(exc.grpc_status, f"{exc.reason.value}: {exc.message}")
+    log.error("unhandled error method=%s exception=%s\n%s", method, type(exc).__name__,
+              "".join(traceback.format_tb(exc.__traceback__)))
+    context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: the server failed on this request; it has been logged")
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Maps exceptions raised by servicers to gRPC statuses with actionable messages."""
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+
+        def unary(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return fn(request, context)
+                except grpc.RpcError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every error becomes a status
+                    if _is_abort(exc):
+                        raise
+                    _abort(context, exc, method)
+            return wrapped
+
+        def streaming(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    yield from fn(request, context)
+                except grpc.RpcError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    if _is_abort(exc):
+                        raise
+                    _abort(context, exc, method)
+            return wrapped
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), handler.request_deserializer,
+                                                       handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream),
+                                                        handler.request_deserializer, handler.response_serializer)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), handler.request_deserializer,
+                                                        handler.response_serializer)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream),
+                                                         handler.request_deserializer, handler.response_serializer)
+        return handler
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # context.abort() sets the status and then raises a bare `Exception()`; let it through untouched.
+    return type(exc) is Exception and not exc.args
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Server TLS: certificate and key, and a CA to require client certificates (mutual TLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """gRPC server credentials for this config."""
+        ca = self.client_ca.read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())],
+                                           root_certificates=ca, require_client_auth=ca is not None)
+
+
+@dataclass
+class GrpcServer:
+    """A started-or-not gRPC server with its health servicer and bound port."""
+
+    server: grpc.Server
+    health: health.HealthServicer
+    port: int
+    services: Sequence[str]
+
+    def start(self) -> None:
+        """Start serving and mark every service SERVING."""
+        self.server.start()
+        self.set_serving(True)
+
+    def set_serving(self, serving: bool, service: str | None = None) -> None:
+        """Report SERVING or NOT_SERVING for one service, or for all and the server."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ([service] if service else ["", *self.services]):
+            self.health.set(name, status)
+
+    def stop(self, grace: float | None = 5) -> Any:
+        """Stop accepting calls; in-flight calls get `grace` seconds. Returns an event set when stopped."""
+        self.set_serving(False)
+        return self.server.stop(grace)
+
+
+def build_server(*, port: int, host: str = "0.0.0.0",
+                 register: Iterable[tuple[Callable[[Any, grpc.Server], None], Any]],
+                 service_names: Sequence[str], max_workers: int = 16, tls: TLSConfig | None = None,
+                 interceptors: Sequence[grpc.ServerInterceptor] = (),
+                 options: Sequence[tuple[str, Any]] = ()) -> GrpcServer:
+    """A gRPC server with `register`ed servicers, health checking, reflection and error mapping.
+
+    `register` holds pairs of (add_XServicer_to_server, servicer); `service_names` are their full names
+    (e.g. "bulwark.api.v1.InferenceService"). Port 0 picks a free port (see `.port`).
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=[*interceptors, ErrorInterceptor()],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024), *options],
+    )
+    for add, servicer in register:
+        add(servicer, server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC server to {address}: port in use or not allowed")
+    srv = GrpcServer(server, health_servicer, bound, list(service_names))
+    for name in ["", *service_names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    return srv

@@ -1,0 +1,119 @@
+"""Heartbeats: each service instance says, every few seconds, that it is alive and how it is doing.
+
+A heartbeat is a Redis hash with a TTL (`<prefix>:hb:<service>:<instance>`): service, instance, pid,
+status, the last event handled and when, counts, consumer lag, and the latency of its recent work. A
+heartbeat that expired means the instance is down; `bulwark status` and `bulwark doctor` read them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import redis
+
+from bulwark.redis_keys import RedisKeys
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceStats:
+    """What an instance reports; updated by the consumer loop or the gRPC server, read by the heartbeat."""
+
+    status: str = "starting"
+    handled: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    retries: int = 0
+    errors: int = 0
+    last_event_id: str = ""
+    last_event_at: float = 0.0
+    last_poll_at: float = 0.0
+    lag: int = -1
+    latency_ms_ewma: float = 0.0
+    detail: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def observe_latency(self, ms: float) -> None:
+        """Fold one latency sample into the moving average."""
+        self.latency_ms_ewma = ms if self.latency_ms_ewma == 0 else 0.9 * self.latency_ms_ewma + 0.1 * ms
+
+
+class Heartbeat:
+    """Writes `stats` to Redis every `interval_s` with a TTL, on a daemon thread."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys, service: str, instance: str, stats: ServiceStats,
+                 *, interval_s: float, ttl_s: float, probe: Callable[[], str] | None = None) -> None:
+        self._redis = client
+        self._key = keys.heartbeat(service, instance)
+        self._service = service
+        self._instance = instance
+        self._stats = stats
+        self._interval = interval_s
+        self._ttl_ms = int(ttl_s * 1000)
+        self._probe = probe
+        self._started = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{service}", daemon=True)
+
+    def start(self) -> Heartbeat:
+        """Begin beating (the first beat is written before this returns)."""
+        self.beat()
+        self._thread.start()
+        return self
+
+    def beat(self) -> None:
+        """Write one heartbeat now; Redis being down is logged, never raised."""
+        fields = {k: str(v) for k, v in asdict(self._stats).items() if k != "extra"}
+        fields.update({f"x_{k}": v for k, v in self._stats.extra.items()})
+        if self._probe is not None:
+            try:
+                fields["status"] = self._probe()
+            except Exception as exc:  # a failing probe is itself the news
+                fields["status"] = "degraded"
+                fields["detail"] = f"health probe failed: {type(exc).__name__}"
+        fields.update(service=self._service, instance=self._instance, pid=str(os.getpid()),
+                      host=socket.gethostname(), started_at=str(self._started), at=str(time.time()))
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(self._key, mapping=fields)
+            pipe.pexpire(self._key, self._ttl_ms)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("heartbeat not written service=%s error=%s", self._service, type(exc).__name__)
+
+    def stop(self, *, remove: bool = True) -> None:
+        """Stop beating; remove the heartbeat so the instance shows as stopped, not crashed."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._interval + 1)
+        if remove:
+            try:
+                self._redis.delete(self._key)
+            except redis.RedisError:
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.beat()
+
+
+def read_heartbeats(client: redis.Redis, keys: RedisKeys) -> list[dict[str, str]]:
+    """Every live heartbeat as a dict of strings, with `age_s` added."""
+    out = []
+    now = time.time()
+    for key in client.scan_iter(match=keys.heartbeat_pattern(), count=500):
+        raw = client.hgetall(key)
+        if not raw:
+            continue
+        hb = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+              for k, v in raw.items()}
+        hb["age_s"] = f"{now - float(hb.get('at', now)):.1f}"
+        out.append(hb)
+    return sorted(out, key=lambda h: (h.get("service", ""), h.get("instance", "")))

@@ -1,0 +1,1 @@
+"""The local stack: infrastructure parts and the runners that start them."""

@@ -1,0 +1,28 @@
+"""The services the platform runs, in chain order: one entry each, read by the stack, status and doctor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    """A service: its name, the module `python -m` runs, and its gRPC port in the local demo (0: none)."""
+
+    name: str
+    module: str
+    grpc_port: int = 0
+
+    @property
+    def script(self) -> str:
+        """Its console script."""
+        return f"bulwark-{self.name}"
+
+
+# Chain order: data in, models out, requests served. Ports are the local demo's defaults.
+CATALOG: tuple[ServiceEntry, ...] = ()
+
+
+def names() -> tuple[str, ...]:
+    """Every service name, in chain order."""
+    return tuple(s.name for s in CATALOG)
