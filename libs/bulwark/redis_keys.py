@@ -16,8 +16,10 @@ class RedisKeys:
     prefix: str = "bulwark"
 
     def idempotence(self, service: str, event_id: str) -> str:
-        """Owner: that service's consumer loop. TTL: `BULWARK_IDEMPOTENCE_TTL_S` (default 7 days)."""
-        return f"{self.prefix}:idem:{service}:{event_id}"
+        """Owner: that service's consumer loop. TTL: `BULWARK_IDEMPOTENCE_TTL_S` (default 7 days).
+
+        The service name is a hash tag, so one batch's keys share a Redis Cluster slot (MGET works there)."""
+        return f"{self.prefix}:idem:{{{service}}}:{event_id}"
 
     def heartbeat(self, service: str, instance: str) -> str:
         """Owner: that instance. TTL: `BULWARK_HEARTBEAT_TTL_S`; gone means down."""

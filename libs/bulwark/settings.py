@@ -113,6 +113,9 @@ class CommonSettings(BaseSettings):
     """How often each service writes its heartbeat."""
     heartbeat_ttl_s: float = Field(10.0, gt=0, le=600)
     """A heartbeat older than this means the instance is down."""
+    traces_sample_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    """Share of new traces recorded (parent-based: a child follows its parent's decision, so a sampled
+    event is traced end to end; the doctor's probes are always sampled). OTEL_TRACES_SAMPLER overrides."""
     traces_sink: Literal["auto", "otlp", "kafka", "file", "none"] = "auto"
     """Where spans go: auto is OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else the otlp_spans topic."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

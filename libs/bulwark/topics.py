@@ -25,8 +25,6 @@ OTLP_SPANS = "otlp_spans"
 
 # Kafka record headers. Header values are ASCII; never payload text.
 H_ENVELOPE_VERSION = "bulwark-envelope"
-H_EVENT_TYPE = "bulwark-type"
-H_EVENT_ID = "bulwark-id"
 H_TRACEPARENT = "traceparent"
 H_TRACESTATE = "tracestate"
 # Dead-letter headers: why and where a record was rejected.

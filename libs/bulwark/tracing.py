@@ -28,6 +28,7 @@ from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
 from bulwark import __version__
 from bulwark.settings import CommonSettings
@@ -152,6 +153,13 @@ def _otlp_exporter() -> SpanExporter:
     return OTLPSpanExporter()
 
 
+def _sampler(settings: CommonSettings) -> Sampler | None:
+    # The SDK's own variable wins; without it, record a share of new traces, children follow their parent.
+    if os.environ.get("OTEL_TRACES_SAMPLER"):
+        return None
+    return ParentBased(TraceIdRatioBased(settings.traces_sample_ratio))
+
+
 def setup_tracing(service: str, settings: CommonSettings, *,
                   extra_exporters: Iterable[SpanExporter] = ()) -> TracerProvider:
     """Install the global tracer provider for `service`, exporting to the configured sink."""
@@ -161,7 +169,7 @@ def setup_tracing(service: str, settings: CommonSettings, *,
         "service.instance.id": settings.instance_id,
         "service.version": __version__,
     })
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, sampler=_sampler(settings))
     sink = _sink(settings)
     exporter: SpanExporter | None = None
     if sink == "otlp":
@@ -176,7 +184,7 @@ def setup_tracing(service: str, settings: CommonSettings, *,
     for extra in extra_exporters:
         provider.add_span_processor(BatchSpanProcessor(extra, schedule_delay_millis=200))
     trace.set_tracer_provider(provider)
-    log.info("tracing set up service=%s sink=%s", service, sink)
+    log.info("tracing set up service=%s sink=%s sampler=%s", service, sink, provider.sampler.get_description())
     return provider
 
 

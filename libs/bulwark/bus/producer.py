@@ -28,12 +28,8 @@ class Output:
 
 
 def event_headers(event: Envelope, extra: Headers | None = None) -> Headers:
-    """Envelope version, type, id and the current trace context as Kafka headers."""
-    headers: Headers = [
-        (t.H_ENVELOPE_VERSION, _ENVELOPE_HEADER),
-        (t.H_EVENT_TYPE, event.type.encode()),
-        (t.H_EVENT_ID, event.id.encode()),
-    ]
+    """The envelope version and the current trace context as Kafka headers (the rest is in the value)."""
+    headers: Headers = [(t.H_ENVELOPE_VERSION, _ENVELOPE_HEADER)]
     if extra:
         headers.extend(extra)
     return inject_headers(headers)

@@ -54,9 +54,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from bulwark.cli import dlq, infra, keys, produce
+    from bulwark.cli import config, demo, dlq, infra, keys, produce
 
-    for module in (infra, produce, keys, dlq):
+    for module in (infra, produce, keys, dlq, config, demo):
         for command in module.COMMANDS:
             cli.add_command(command)
 
@@ -67,3 +67,7 @@ _register()
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="bulwark")
+
+
+if __name__ == "__main__":
+    main()
