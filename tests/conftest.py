@@ -7,6 +7,7 @@ from typing import Iterator
 
 import pytest
 
+from bulwark.testing.services import kill_all
 from bulwark.testing.stack import TestStack
 
 
@@ -16,6 +17,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestStack]:
     s = TestStack(tmp_path_factory.mktemp("stack"))
     yield s
     s.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_orphan_services() -> Iterator[None]:
+    """Whatever happens in a test, the service processes it started do not outlive it."""
+    yield
+    kill_all()
 
 
 @pytest.fixture

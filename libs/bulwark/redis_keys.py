@@ -42,9 +42,18 @@ class RedisKeys:
         writes its own fields. TTL: none; deleted when the version is retired and purged."""
         return f"{self.prefix}:registry:{model}:v:{version}"
 
+    def model_seq(self, model: str) -> str:
+        """Counter allocating a model's version numbers. Owner: trainer. TTL: none."""
+        return f"{self.prefix}:registry:{model}:seq"
+
     def models(self) -> str:
         """Set of model names. Owner: trainer. TTL: none."""
         return f"{self.prefix}:registry:models"
+
+    def model_subjects(self, model: str, version: str) -> str:
+        """Set of the subject tokens whose events trained a version (for forgetting). Owner: trainer.
+        TTL: none; deleted with the version."""
+        return f"{self.prefix}:registry:{model}:v:{version}:subjects"
 
     def live(self, model: str) -> str:
         """The live version and the rollout in progress. Owner: updater. TTL: none."""

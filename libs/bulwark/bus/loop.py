@@ -66,6 +66,9 @@ class BusSettings(ServiceSettings):
     """Longest wait between retries."""
     group_id: str | None = None
     """Consumer group; default `bulwark-<service>`."""
+    max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    """Longest a handler may take on one batch before the group gives its partitions away (raise it for
+    long work such as training)."""
 
 
 class FaultSettings(ServiceSettings):
@@ -154,6 +157,7 @@ class ConsumerLoop:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             max_poll_records=self.bus.max_batch,
+            max_poll_interval_ms=self.bus.max_poll_interval_ms,
             max_partition_fetch_bytes=max(2 * settings.max_event_bytes, 1_048_576),
         )
         self._producer = producer or EventProducer(make_producer(settings, client_id=f"{handler.name}-out"))

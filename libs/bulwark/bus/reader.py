@@ -34,23 +34,29 @@ def read_topic(settings: CommonSettings, topic: str, *, idle_ms: int = 1500, max
         if not tps:
             return
         consumer.assign(tps)
+        begins = consumer.beginning_offsets(tps)
+        ends = consumer.end_offsets(tps)
+        first: dict[TopicPartition, int] = {}
         for tp in tps:
-            if start and tp.partition in start:
-                consumer.seek(tp, start[tp.partition])
-            else:
-                consumer.seek_to_beginning(tp)
+            first[tp] = start[tp.partition] if start and tp.partition in start else begins[tp]
+            consumer.seek(tp, first[tp])
+        # Read at least up to the reported end of every partition, then until quiet: the reported end can
+        # trail the true end (Tansu), never lead it.
+        pending = {tp for tp in tps if ends[tp] > first[tp]}
         deadline = time.monotonic() + max_wait_s
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
             batch = consumer.poll(timeout_ms=200, max_records=2000)
             if not batch:
-                if (time.monotonic() - quiet_since) * 1000 >= idle_ms:
+                if not pending and (time.monotonic() - quiet_since) * 1000 >= idle_ms:
                     return
                 continue
             quiet_since = time.monotonic()
             for tp in sorted(batch, key=lambda p: p.partition):
                 for rec in batch[tp]:
                     yield rec, _decode(rec.value, registry, settings.max_event_bytes, validate)
+                if batch[tp][-1].offset + 1 >= ends[tp]:
+                    pending.discard(tp)
     finally:
         consumer.close()
 

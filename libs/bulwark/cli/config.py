@@ -27,6 +27,18 @@ def _load(path: str) -> type[BaseSettings]:
     return getattr(importlib.import_module(module), name)
 
 
+def settings_classes() -> list[str]:
+    """The shared settings classes, then each installed service's (entry points `bulwark.settings`),
+    in the services' chain order."""
+    from importlib.metadata import entry_points
+
+    from bulwark.stack.catalog import names
+
+    order = {n: i for i, n in enumerate(names())}
+    found = sorted(entry_points(group="bulwark.settings"), key=lambda ep: (order.get(ep.name, 99), ep.name))
+    return SETTINGS_CLASSES + [ep.value for ep in found]
+
+
 def _default(field: Any) -> str:
     if field.default_factory is not None:
         return "(computed)"
@@ -46,7 +58,7 @@ def _names(cls: type[BaseSettings], name: str) -> list[str]:
 def rows() -> list[dict[str, str]]:
     """One row per setting of every settings class."""
     out = []
-    for path in SETTINGS_CLASSES:
+    for path in settings_classes():
         cls = _load(path)
         for name, field in cls.model_fields.items():
             out.append({"group": cls.__name__, "variable": " | ".join(_names(cls, name)), "default": _default(field),
@@ -64,7 +76,7 @@ def markdown() -> str:
     for row in rows():
         if row["group"] != group:
             group = row["group"]
-            cls = next(_load(p) for p in SETTINGS_CLASSES if p.endswith(":" + group))
+            cls = next(_load(p) for p in settings_classes() if p.endswith(":" + group))
             lines += [f"## {group}", "", (cls.__doc__ or "").strip().splitlines()[0], "",
                       "| variable | default | meaning |", "|---|---|---|"]
         names = " or ".join(f"`{n}`" for n in row["variable"].split(" | "))

@@ -20,7 +20,10 @@ class ServiceEntry:
 
 
 # Chain order: data in, models out, requests served. Ports are the local demo's defaults.
-CATALOG: tuple[ServiceEntry, ...] = ()
+CATALOG: tuple[ServiceEntry, ...] = (
+    ServiceEntry("ingest-anonymizer", "services.ingest_anonymizer"),
+    ServiceEntry("trainer", "services.trainer"),
+)
 
 
 def names() -> tuple[str, ...]:

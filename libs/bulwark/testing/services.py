@@ -21,6 +21,15 @@ from bulwark.settings import CommonSettings
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+_STARTED: list["ServiceProcess"] = []
+
+
+def kill_all() -> None:
+    """SIGKILL every service process a test started and left running (test teardown)."""
+    while _STARTED:
+        _STARTED.pop().kill()
+
+
 class ServiceProcess:
     """One service instance as a child process with its own log file."""
 
@@ -41,6 +50,7 @@ class ServiceProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT)
+        _STARTED.append(self)
         if wait:
             self.wait_running(timeout_s)
         return self

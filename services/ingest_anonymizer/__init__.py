@@ -1,0 +1,1 @@
+"""ingest-anonymizer: personal data out of producers' events before anything else sees them."""
