@@ -21,7 +21,7 @@ from presidio_analyzer.predefined_recognizers import (
 from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 
-from services.ingest_anonymizer.pii import Span
+from bulwark.pii import Span
 
 # Presidio's entity names mapped to ours; Presidio has no Chinese resident ID recognizer.
 ENTITY_MAP = {

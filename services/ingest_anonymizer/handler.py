@@ -11,7 +11,7 @@ from bulwark.errors import BulwarkError, Reason
 from bulwark.events import DecodeError, Envelope, EventTypeRegistry
 from bulwark.settings import CommonSettings
 from services.ingest_anonymizer.operators import EventPlan, OperatorKit
-from services.ingest_anonymizer.pii import BUILTIN_RECOGNIZERS, PatternRecognizer, TextScanner
+from bulwark.pii import BUILTIN_RECOGNIZERS, PatternRecognizer, TextScanner
 from services.ingest_anonymizer.policy import Policy
 
 SERVICE = "ingest-anonymizer"

@@ -18,7 +18,7 @@ import orjson
 from bulwark.crypto.subjects import SubjectCipher
 from bulwark.crypto.tokens import Pseudonymizer
 from bulwark.errors import BulwarkError, Reason
-from services.ingest_anonymizer.pii import Span, TextScanner
+from bulwark.pii import Span, TextScanner
 from services.ingest_anonymizer.policy import (
     DropRule,
     EncryptRule,

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from services.ingest_anonymizer.pii import (
+from bulwark.pii import (
     BUILTIN_RECOGNIZERS,
     LabeledText,
     PatternRecognizer,
@@ -18,7 +18,7 @@ from services.ingest_anonymizer.pii import (
     get_validator,
     placeholder,
 )
-from services.ingest_anonymizer.pii.validators import card_number, cn_resident_id, iban, ip_address, luhn
+from bulwark.pii.validators import card_number, cn_resident_id, iban, ip_address, luhn
 
 SCANNER = TextScanner()
 

@@ -11,7 +11,7 @@ import yaml
 from bulwark.crypto import KeyRing, Pseudonymizer
 from bulwark.events import EventTypeRegistry
 from services.ingest_anonymizer.operators import DROP, EventPlan, OperatorKit, _generalize, _mask
-from services.ingest_anonymizer.pii import BUILTIN_RECOGNIZERS, TextScanner
+from bulwark.pii import BUILTIN_RECOGNIZERS, TextScanner
 from services.ingest_anonymizer.policy import (
     DEFAULT_POLICY,
     GeneralizeRule,
