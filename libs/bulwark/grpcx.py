@@ -127,6 +127,13 @@ class GrpcServer:
         return self.server.stop(grace)
 
 
+def server_tls(settings: Any) -> TLSConfig | None:
+    """The TLS configuration from settings (None: plaintext)."""
+    if settings.grpc_tls_cert and settings.grpc_tls_key:
+        return TLSConfig(settings.grpc_tls_cert, settings.grpc_tls_key, settings.grpc_tls_client_ca)
+    return None
+
+
 def build_server(*, port: int, host: str = "0.0.0.0",
                  register: Iterable[tuple[Callable[[Any, grpc.Server], None], Any]],
                  service_names: Sequence[str], max_workers: int = 16, tls: TLSConfig | None = None,

@@ -100,6 +100,16 @@ class CommonSettings(BaseSettings):
     model_repository: Path | None = None
     """Triton's model repository folder; default `<home>/model-repository`."""
 
+    # --- gRPC servers ----------------------------------------------------------------------------
+    auth_required: bool = False
+    """Every gRPC API demands credentials (bearer token or client certificate) with the method's scope."""
+    grpc_tls_cert: Path | None = None
+    """Server certificate for gRPC TLS (with the key); unset serves plaintext gRPC."""
+    grpc_tls_key: Path | None = None
+    """Private key of the server certificate."""
+    grpc_tls_client_ca: Path | None = None
+    """CA that signs client certificates: set it to require mutual TLS."""
+
     # --- Events ----------------------------------------------------------------------------------
     max_event_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     """Largest record value accepted; a larger one goes to the dead-letter topic."""

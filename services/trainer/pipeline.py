@@ -34,6 +34,7 @@ from services.trainer.training import LoopConfig, LoopResult
 
 log = logging.getLogger(__name__)
 SERVICE = "trainer"
+HELDOUT = 5000  # records of each split kept in the artifact
 
 
 def artifact_store(settings: CommonSettings) -> ArtifactStore:
@@ -134,6 +135,10 @@ class TrainingPipeline:
         writer.add_json("dataset.json", ds.manifest)
         writer.add_json("metrics.json", metrics)
         writer.add_json("subjects.json", sorted(ds.subjects), encrypt=True)  # pseudonymous, still personal
+        # Held-out records (and a sample of training members) travel with the version, sealed, so every later
+        # stage evaluates on exactly the data this version never trained on (quantizer, gate, explainer).
+        writer.add_json("heldout.json", {"validation": ds.val[:HELDOUT], "train_sample": ds.train[:HELDOUT],
+                                         "label": self.own.label}, encrypt=True)
         writer.add_json("profile.json", hidden_in)
         path = self.store.publish(writer)
         manifest_digest = sha256(canonical(self.store.verify(model, version, "trained")))

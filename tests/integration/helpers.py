@@ -49,3 +49,45 @@ def publish(settings: CommonSettings, topic: str, events: Iterable[Envelope]) ->
     producer.flush()
     producer.close()
     return n
+
+
+def train_version(stack: TestStack, settings: CommonSettings, *, model: str, events: int = 3000, seed: int = 1,
+                  family: str = "mlp", publish_events: bool = True, **trainer: Any):  # noqa: ANN201
+    """Publish clean events and train one version in this process with the trainer's own pipeline."""
+    import uuid
+
+    from services.trainer.pipeline import TrainingPipeline, TrainRequest, artifact_store
+    from services.trainer.settings import TrainerSettings
+
+    if publish_events:
+        publish(settings, settings.topics.events_clean, clean_events(stack, settings, events, seed=seed,
+                                                                     labeled_fraction=1.0))
+    own = TrainerSettings(model=model, family=family, min_labeled=200, max_epochs=trainer.pop("max_epochs", 25),
+                          patience=4, **trainer)
+    pipeline = TrainingPipeline(settings, own, make_redis(settings), artifact_store(settings))
+    return pipeline.run(TrainRequest(f"test-{uuid.uuid4()}", "manual", "test"))
+
+
+def deploy(stack: TestStack, settings: CommonSettings, model: str, versions: list[int], *, live: int,
+           candidate: int | None = None, stage: str = "none", share: float = 0.0) -> None:
+    """Place versions in Triton's repository, load them, and set the live state (what the updater does)."""
+    from bulwark.crypto import load_verifier
+    from bulwark.live import LiveState, write_live
+    from bulwark.registry import ModelRegistry
+    from bulwark.triton.client import TritonClient
+    from bulwark.triton.repository import ModelRepository
+    from bulwark.versions import VersionCatalog
+
+    client = make_redis(settings)
+    keys = RedisKeys(settings.redis_prefix)
+    catalog = VersionCatalog(ModelRegistry(client, keys), load_verifier(stack.keys_dir))
+    repo = ModelRepository(stack.model_repository, load_verifier(stack.keys_dir))
+    for v in versions:
+        served = catalog.get(model, v)
+        repo.place(served.folder, served.inputs, served.outputs, loaded=versions)
+    triton = TritonClient(stack.triton.spec.endpoints["grpc"])
+    triton.load(model)
+    for v in versions:
+        assert triton.model_ready(model, v), f"{model} v{v} did not load in Triton"
+    write_live(client, keys, LiveState(model=model, live_version=live, candidate=candidate, stage=stage,
+                                       share=share, loaded=list(versions)))

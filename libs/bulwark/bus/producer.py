@@ -35,14 +35,19 @@ def event_headers(event: Envelope, extra: Headers | None = None) -> Headers:
     return inject_headers(headers)
 
 
-def make_producer(settings: CommonSettings, *, client_id: str) -> KafkaProducer:
-    """A producer that waits for all in-sync replicas and never reorders a retried batch."""
+def make_producer(settings: CommonSettings, *, client_id: str, linger_ms: int = 1000) -> KafkaProducer:
+    """A producer that waits for all in-sync replicas and never reorders a retried batch.
+
+    The long linger is deliberate: every user of this producer flushes when its batch is done (the consumer
+    loop before it commits), so records leave in one produce request per partition per batch instead of
+    many small ones. Each produce request is a storage write on the broker; on S3-backed storage, small
+    ones cost most of the broker's CPU."""
     return KafkaProducer(
         **kafka_client_config(settings, client_id=client_id),
         acks="all",
         enable_idempotence=True,
-        linger_ms=5,
-        batch_size=256 * 1024,
+        linger_ms=linger_ms,
+        batch_size=1024 * 1024,
         max_request_size=max(2 * settings.max_event_bytes, 1_048_576),
         max_block_ms=10_000,
         retries=5,
@@ -55,6 +60,7 @@ class EventProducer:
     def __init__(self, producer: KafkaProducer) -> None:
         self._producer = producer
         self._pending: list = []  # kafka-python FutureRecordMetadata
+        self.dropped = 0
 
     def send(self, out: Output) -> None:
         """Queue one output (asynchronous; `flush()` waits for it)."""
@@ -64,6 +70,19 @@ class EventProducer:
             self._pending.append(self._producer.send(out.topic, value=out.event.encode(), key=key, headers=headers))
         except KafkaError as exc:
             raise UnavailableError(f"cannot produce to {out.topic}: {type(exc).__name__}") from None
+
+    def send_nowait(self, out: Output) -> None:
+        """Queue an output nobody waits for (sampled logs): failures are counted in `dropped`, never raised."""
+        headers = event_headers(out.event, out.headers)
+        key = out.key if out.key is not None else out.event.key
+        try:
+            fut = self._producer.send(out.topic, value=out.event.encode(), key=key, headers=headers)
+            fut.add_errback(self._count_drop)
+        except KafkaError:
+            self._count_drop(None)
+
+    def _count_drop(self, _exc: object) -> None:
+        self.dropped += 1
 
     def send_raw(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
         """Queue a record that is not an envelope built here (dead letters keep their own headers)."""
@@ -90,3 +109,45 @@ class EventProducer:
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush and close the underlying producer."""
         self._producer.close(timeout=timeout_s)
+
+
+class LazyEventProducer:
+    """An `EventProducer` created on first use, and re-tried at most every `retry_s` while the broker is
+    down, for components whose main job is not Kafka (the front door's sampled log)."""
+
+    def __init__(self, settings: CommonSettings, *, client_id: str, retry_s: float = 10.0) -> None:
+        import threading
+
+        self._settings = settings
+        self._client_id = client_id
+        self._retry_s = retry_s
+        self._producer: EventProducer | None = None
+        self._next_try = 0.0
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def _get(self) -> EventProducer | None:
+        import time
+
+        if self._producer is not None:
+            return self._producer
+        with self._lock:
+            if self._producer is None and time.monotonic() >= self._next_try:
+                try:
+                    self._producer = EventProducer(make_producer(self._settings, client_id=self._client_id))
+                except KafkaError:
+                    self._next_try = time.monotonic() + self._retry_s
+        return self._producer
+
+    def send_nowait(self, out: Output) -> None:
+        """Send without waiting; while the broker is unreachable the record is dropped and counted."""
+        producer = self._get()
+        if producer is None:
+            self.dropped += 1
+            return
+        producer.send_nowait(out)
+
+    def close(self) -> None:
+        """Flush and close, if created."""
+        if self._producer is not None:
+            self._producer.close()

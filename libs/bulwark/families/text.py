@@ -51,13 +51,14 @@ class MeanPooledClassifier(nn.Module):
 class Tokenizer:
     """The WordPiece tokenizer from tokenizer.json, truncating to `max_tokens` and padding to the batch."""
 
-    def __init__(self, data: bytes, max_tokens: int) -> None:
+    def __init__(self, data: bytes, max_tokens: int, *, fixed_length: bool = False) -> None:
         from tokenizers import Tokenizer as HFTokenizer
 
         self.data = data
         self._tok = HFTokenizer.from_str(data.decode())
         self._tok.enable_truncation(max_tokens)
-        self._tok.enable_padding()
+        # Served requests pad to a fixed length, so Triton's dynamic batcher can batch any two of them.
+        self._tok.enable_padding(length=max_tokens if fixed_length else None)
 
     def __call__(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) as INT64 tensors."""
@@ -123,8 +124,9 @@ class TextFamily:
         return model.extra["tokenizer"](self.texts(model.spec, records))
 
     def io(self, spec: dict[str, Any]) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        """INT64 token ids and attention mask of any length; FP32 logits."""
-        return ([TensorSpec("INPUT__0", "TYPE_INT64", (-1,)), TensorSpec("INPUT__1", "TYPE_INT64", (-1,))],
+        """INT64 token ids and attention mask padded to max_tokens; FP32 logits."""
+        n = int({**DEFAULT_CONFIG, **spec}["max_tokens"])
+        return ([TensorSpec("INPUT__0", "TYPE_INT64", (n,)), TensorSpec("INPUT__1", "TYPE_INT64", (n,))],
                 [TensorSpec("OUTPUT__0", "TYPE_FP32", (len(self.classes),))])
 
     def load(self, artifact: Artifact) -> LoadedModel:

@@ -23,6 +23,7 @@ class ServiceEntry:
 CATALOG: tuple[ServiceEntry, ...] = (
     ServiceEntry("ingest-anonymizer", "services.ingest_anonymizer"),
     ServiceEntry("trainer", "services.trainer"),
+    ServiceEntry("inference", "services.inference", grpc_port=50051),
 )
 
 

@@ -127,7 +127,8 @@ def plan(layout: StackLayout, environ: dict[str, str] | None = None) -> Plan:
     else:
         for port in (DEFAULT_TRITON.http, DEFAULT_TRITON.grpc, DEFAULT_TRITON.metrics):
             _require_free("Triton", port, "set TRITON_GRPC_URL and TRITON_HTTP_URL to use a running Triton")
-        spec = triton_spec(home / "model-repository", DEFAULT_TRITON)
+        # Triton's Python backend decrypts artifacts in memory: it needs the key-encryption key.
+        spec = triton_spec(home / "model-repository", DEFAULT_TRITON, extra_env={"BULWARK_KEYS_DIR": str(home / "keys")})
         p.parts.append(spec)
         p.env.update(TRITON_GRPC_URL=spec.endpoints["grpc"], TRITON_HTTP_URL=spec.endpoints["http"])
         p.managed["triton"] = spec.endpoints["grpc"]

@@ -17,10 +17,10 @@ class ModelSummary(_message.Message):
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_STAGE_FIELD_NUMBER: _ClassVar[int]
     model: str
-    live_version: str
+    live_version: int
     versions: int
     rollout_stage: str
-    def __init__(self, model: _Optional[str] = ..., live_version: _Optional[str] = ..., versions: _Optional[int] = ..., rollout_stage: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., live_version: _Optional[int] = ..., versions: _Optional[int] = ..., rollout_stage: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
@@ -66,10 +66,10 @@ class VersionInfo(_message.Message):
     FORGOTTEN_SUBJECTS_FIELD_NUMBER: _ClassVar[int]
     FORGET_DEADLINE_FIELD_NUMBER: _ClassVar[int]
     model: str
-    version: str
+    version: int
     state: str
     family: str
-    parent: str
+    parent: int
     created_at: str
     metrics: _containers.ScalarMap[str, float]
     artifact_digest: str
@@ -80,7 +80,7 @@ class VersionInfo(_message.Message):
     card: _containers.ScalarMap[str, str]
     forgotten_subjects: int
     forget_deadline: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[str] = ..., family: _Optional[str] = ..., parent: _Optional[str] = ..., created_at: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., artifact_digest: _Optional[str] = ..., signature_ok: _Optional[bool] = ..., dataset_digest: _Optional[str] = ..., quantization: _Optional[str] = ..., gate: _Optional[str] = ..., card: _Optional[_Mapping[str, str]] = ..., forgotten_subjects: _Optional[int] = ..., forget_deadline: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., family: _Optional[str] = ..., parent: _Optional[int] = ..., created_at: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., artifact_digest: _Optional[str] = ..., signature_ok: _Optional[bool] = ..., dataset_digest: _Optional[str] = ..., quantization: _Optional[str] = ..., gate: _Optional[str] = ..., card: _Optional[_Mapping[str, str]] = ..., forgotten_subjects: _Optional[int] = ..., forget_deadline: _Optional[str] = ...) -> None: ...
 
 class ListVersionsResponse(_message.Message):
     __slots__ = ("versions",)
@@ -123,7 +123,7 @@ class Rollout(_message.Message):
     LIVE_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    candidate_version: str
+    candidate_version: int
     stage: str
     share: float
     started_at: str
@@ -132,7 +132,7 @@ class Rollout(_message.Message):
     live: Signals
     decision: str
     reason: str
-    def __init__(self, candidate_version: _Optional[str] = ..., stage: _Optional[str] = ..., share: _Optional[float] = ..., started_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., candidate: _Optional[_Union[Signals, _Mapping]] = ..., live: _Optional[_Union[Signals, _Mapping]] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, candidate_version: _Optional[int] = ..., stage: _Optional[str] = ..., share: _Optional[float] = ..., started_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., candidate: _Optional[_Union[Signals, _Mapping]] = ..., live: _Optional[_Union[Signals, _Mapping]] = ..., decision: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
     __slots__ = ("model", "live_version", "rollout", "loaded_versions")
@@ -141,10 +141,10 @@ class ModelStatus(_message.Message):
     ROLLOUT_FIELD_NUMBER: _ClassVar[int]
     LOADED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
-    live_version: str
+    live_version: int
     rollout: Rollout
-    loaded_versions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., live_version: _Optional[str] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ..., loaded_versions: _Optional[_Iterable[str]] = ...) -> None: ...
+    loaded_versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model: _Optional[str] = ..., live_version: _Optional[int] = ..., rollout: _Optional[_Union[Rollout, _Mapping]] = ..., loaded_versions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ChangeRequest(_message.Message):
     __slots__ = ("model", "version", "reason")
@@ -152,6 +152,6 @@ class ChangeRequest(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     model: str
-    version: str
+    version: int
     reason: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...

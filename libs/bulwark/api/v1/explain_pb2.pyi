@@ -25,14 +25,14 @@ class ExplainRequest(_message.Message):
     STEPS_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     model: str
-    version: str
+    version: int
     features: _containers.MessageMap[str, _common_pb2.Value]
     text: str
     request_id: str
     method: str
     steps: int
     target: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., features: _Optional[_Mapping[str, _common_pb2.Value]] = ..., text: _Optional[str] = ..., request_id: _Optional[str] = ..., method: _Optional[str] = ..., steps: _Optional[int] = ..., target: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., features: _Optional[_Mapping[str, _common_pb2.Value]] = ..., text: _Optional[str] = ..., request_id: _Optional[str] = ..., method: _Optional[str] = ..., steps: _Optional[int] = ..., target: _Optional[str] = ...) -> None: ...
 
 class Attribution(_message.Message):
     __slots__ = ("feature", "value")
@@ -76,7 +76,7 @@ class ExplainResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     model: str
-    version: str
+    version: int
     method: str
     target: str
     attributions: _containers.RepeatedCompositeFieldContainer[Attribution]
@@ -87,7 +87,7 @@ class ExplainResponse(_message.Message):
     cached: bool
     request_id: str
     error: _common_pb2.ItemError
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., method: _Optional[str] = ..., target: _Optional[str] = ..., attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., baseline: _Optional[_Mapping[str, float]] = ..., output: _Optional[float] = ..., baseline_output: _Optional[float] = ..., convergence: _Optional[_Union[Convergence, _Mapping]] = ..., cached: _Optional[bool] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., method: _Optional[str] = ..., target: _Optional[str] = ..., attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., baseline: _Optional[_Mapping[str, float]] = ..., output: _Optional[float] = ..., baseline_output: _Optional[float] = ..., convergence: _Optional[_Union[Convergence, _Mapping]] = ..., cached: _Optional[bool] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
 
 class ExplainBatchRequest(_message.Message):
     __slots__ = ("items",)

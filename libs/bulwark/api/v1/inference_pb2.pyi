@@ -23,12 +23,12 @@ class PredictRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_KEY_FIELD_NUMBER: _ClassVar[int]
     model: str
-    version: str
+    version: int
     features: _containers.MessageMap[str, _common_pb2.Value]
     text: str
     request_id: str
     client_key: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., features: _Optional[_Mapping[str, _common_pb2.Value]] = ..., text: _Optional[str] = ..., request_id: _Optional[str] = ..., client_key: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., features: _Optional[_Mapping[str, _common_pb2.Value]] = ..., text: _Optional[str] = ..., request_id: _Optional[str] = ..., client_key: _Optional[str] = ...) -> None: ...
 
 class GuardVerdict(_message.Message):
     __slots__ = ("action", "ood_score", "adversarial_score", "reasons")
@@ -57,7 +57,7 @@ class PredictResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
-    version: str
+    version: int
     label: str
     score: float
     probabilities: _containers.RepeatedScalarFieldContainer[float]
@@ -66,7 +66,7 @@ class PredictResponse(_message.Message):
     guard: GuardVerdict
     trace_id: str
     error: _common_pb2.ItemError
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., classes: _Optional[_Iterable[str]] = ..., cached: _Optional[bool] = ..., guard: _Optional[_Union[GuardVerdict, _Mapping]] = ..., trace_id: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., classes: _Optional[_Iterable[str]] = ..., cached: _Optional[bool] = ..., guard: _Optional[_Union[GuardVerdict, _Mapping]] = ..., trace_id: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
 
 class PredictBatchRequest(_message.Message):
     __slots__ = ("items",)
