@@ -1,0 +1,324 @@
+"""Compressed forms of a trained model: each takes the fp32 eager model and returns a smaller module, which
+is then serialized to TorchScript (the form Triton's Python backend loads) and evaluated against fp32.
+
+- `dynamic-int8`: Linear weights int8 per tensor, activations quantized on the fly per batch (Jacob et al.,
+  2018, "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference"; the
+  recipe of PyTorch's BERT dynamic quantization tutorial). Vocabulary-sized embeddings get weight-only int8
+  with one (scale, zero point) per row, `x ≈ scale_r * (q - zero_r)`: in MiniLM the 30522x384 word table
+  is half the weights, so int8 Linear layers alone shrink it only ~1.55x.
+- `static-int8`: weights and activations int8, activation ranges calibrated on training-sample records
+  (histogram observer), Linear+ReLU fused. Needs quantization stubs at a known module boundary: the MLP
+  family only (a transformer's LayerNorm, GELU and softmax have no int8 kernels here).
+- `fp16`: half-precision weights and arithmetic behind the family's fp32 interface, for GPU serving.
+- `pruned-int8`: structured magnitude pruning (Li et al., 2017, "Pruning Filters for Efficient ConvNets":
+  drop the units whose incoming weights have the smallest L1 norm), then dynamic int8. Unstructured zeros
+  would neither shrink a dense TorchScript file nor speed up dense kernels; removing whole units does both.
+  The last hidden layer keeps its width, so `embed()` and the parent's hidden-space profile keep their meaning.
+
+The int8 forms use `torch.ao.quantization` eager mode: its successor (torchao) targets torch.compile and
+AOTInductor, not the TorchScript that Triton's Python backend loads from bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol, Sequence
+
+import torch
+from torch import nn
+from torch.ao import quantization as tq
+
+from bulwark.errors import BulwarkError, Reason
+from bulwark.families import LoadedModel, script_bytes
+from bulwark.families.mlp import TabularMLP
+from bulwark.plugins import Registry
+
+# Embedding tables at least this many rows are vocabularies (indexed by the model's input ids) and worth
+# int8; position and token-type tables are tiny and HF BERT indexes them with expanded, non-contiguous
+# tensors that the int8 embedding kernel refuses.
+EMBEDDING_MIN_ROWS = 4096
+
+Inputs = tuple[torch.Tensor, ...]
+
+
+class TraceError(BulwarkError):
+    """A module that neither scripts nor traces to TorchScript (so Triton could not load it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Reason.FAILED_PRECONDITION, message)
+
+
+@dataclass
+class Candidate:
+    """One compressed form before serialization: the module and what was done to it."""
+
+    name: str
+    module: nn.Module
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Form(Protocol):
+    """A way to compress a model. `device` is where the form serves: int8 kernels here are CPU-only."""
+
+    name: str
+    device: str
+
+    def supports(self, loaded: LoadedModel) -> str | None:
+        """None when the form applies to this model, else why it does not."""
+        ...
+
+    def compress(self, loaded: LoadedModel, calibration: Sequence[Inputs]) -> Candidate:
+        """The compressed module; `loaded` is left untouched."""
+        ...
+
+
+def serialize(candidate: Candidate, example: Inputs) -> bytes:
+    """TorchScript bytes of a candidate (scripted; traced with `example` where scripting fails), checked by
+    loading them back; `TraceError` when neither works."""
+    try:
+        data = script_bytes(candidate.module, example)
+        torch.jit.load(io.BytesIO(data), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not servable"; the class says which
+        raise TraceError(f"{candidate.name}: the module neither scripts nor traces to loadable TorchScript "
+                         f"({type(exc).__name__})") from exc
+    return data
+
+
+def _eager(loaded: LoadedModel) -> str | None:
+    if isinstance(loaded.module, torch.jit.ScriptModule):
+        return "the artifact holds only TorchScript (no state.pt): there are no eager layers to compress"
+    return None
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    # torch.ao warns on every call that it is deprecated in favour of torchao (see the module docstring).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
+def _dynamic(module: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    # Per-channel weight scales: one scale per output row costs nothing at run time, and on MiniLM it cuts
+    # the sentence-embedding error by a third against a per-tensor scale (outlier rows set the range).
+    spec: dict[Any, Any] = {nn.Linear: tq.per_channel_dynamic_qconfig}
+    tables = [name for name, m in module.named_modules()
+              if isinstance(m, nn.Embedding) and m.num_embeddings >= EMBEDDING_MIN_ROWS]
+    for name in tables:
+        spec[name] = tq.float_qparams_weight_only_qconfig
+    linear = sum(isinstance(m, nn.Linear) for m in module.modules())
+    with _quiet():
+        quantized = tq.quantize_dynamic(module, spec, dtype=torch.qint8)
+    return quantized.eval(), {"int8_linear_layers": linear, "int8_embeddings": tables}
+
+
+class DynamicInt8:
+    """Linear layers (and vocabulary embeddings) to int8 weights; activations quantized per batch."""
+
+    name = "dynamic-int8"
+    device = "cpu"
+
+    def supports(self, loaded: LoadedModel) -> str | None:
+        """Any eager model with at least one Linear layer."""
+        if why := _eager(loaded):
+            return why
+        if not any(isinstance(m, nn.Linear) for m in loaded.module.modules()):
+            return "the model has no Linear layers"
+        return None
+
+    def compress(self, loaded: LoadedModel, calibration: Sequence[Inputs]) -> Candidate:
+        """quantize_dynamic on a copy; no calibration needed (activation ranges are taken per batch)."""
+        module, notes = _dynamic(copy.deepcopy(loaded.module).eval())
+        return Candidate(self.name, module, notes)
+
+
+class _StaticTabular(nn.Module):
+    """A TabularMLP between a quantize and a dequantize stub: int8 from the first layer to the logits."""
+
+    def __init__(self, mlp: TabularMLP) -> None:
+        super().__init__()
+        self.quant = tq.QuantStub()
+        # Dropout is the identity at inference and has no int8 kernel: leave it out.
+        self.body = nn.Sequential(*[copy.deepcopy(m) for m in mlp.body if not isinstance(m, nn.Dropout)])
+        self.head = copy.deepcopy(mlp.head)
+        self.dequant = tq.DeQuantStub()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (fp32 in, fp32 out)."""
+        return self.dequant(self.head(self.body(self.quant(x))))
+
+    @torch.jit.export
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations, as the fp32 model's `embed`."""
+        return self.dequant(self.body(self.quant(x)))
+
+
+class StaticInt8:
+    """Weights and activations int8 with calibrated activation ranges; MLP family only."""
+
+    name = "static-int8"
+    device = "cpu"
+
+    def supports(self, loaded: LoadedModel) -> str | None:
+        """An eager TabularMLP (other modules have no stub boundary or no int8 kernels for their ops)."""
+        if why := _eager(loaded):
+            return why
+        if not isinstance(loaded.module, TabularMLP):
+            return "static int8 needs a module of known structure; supported for the mlp family only"
+        return None
+
+    def compress(self, loaded: LoadedModel, calibration: Sequence[Inputs]) -> Candidate:
+        """Fuse Linear+ReLU, observe activation ranges on `calibration`, convert."""
+        if not calibration:
+            raise ValueError("static int8 needs calibration records (heldout.json has no train_sample)")
+        module = _StaticTabular(loaded.module).eval()  # type: ignore[arg-type]
+        layers = list(module.body)
+        fused = [[str(i), str(i + 1)] for i, m in enumerate(layers[:-1])
+                 if isinstance(m, nn.Linear) and isinstance(layers[i + 1], nn.ReLU)]
+        with _quiet():
+            tq.fuse_modules(module.body, fused, inplace=True)
+            module.qconfig = tq.get_default_qconfig(torch.backends.quantized.engine)
+            tq.prepare(module, inplace=True)
+            with torch.no_grad():
+                for batch in calibration:
+                    module(*batch)
+            tq.convert(module, inplace=True)
+        n = sum(len(b[0]) for b in calibration)
+        return Candidate(self.name, module, {"calibration_records": n, "fused_linear_relu": len(fused),
+                                             "engine": torch.backends.quantized.engine})
+
+
+def _half(t: torch.Tensor) -> torch.Tensor:
+    return t.half() if t.is_floating_point() else t
+
+
+class _HalfOne(nn.Module):
+    """fp16 inside, the family's fp32 interface outside (one input; logits back in fp32)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits in fp32."""
+        return self.inner(_half(x)).float()
+
+
+class _HalfTabular(_HalfOne):
+    """fp16 TabularMLP that keeps `embed`."""
+
+    @torch.jit.export
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations in fp32."""
+        return self.inner.embed(_half(x)).float()
+
+
+class _HalfPair(nn.Module):
+    """fp16 inside, two inputs (token ids and attention mask) outside."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner.half()
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Class logits in fp32."""
+        return self.inner(_half(a), _half(b)).float()
+
+
+class Float16:
+    """Half-precision weights and arithmetic (2x smaller; fast on GPU tensor cores, slow on most CPUs)."""
+
+    name = "fp16"
+    device = "gpu"
+
+    def supports(self, loaded: LoadedModel) -> str | None:
+        """Eager models served with one or two inputs."""
+        if why := _eager(loaded):
+            return why
+        inputs, _ = loaded.family.io(loaded.spec)
+        if len(inputs) not in (1, 2):
+            return f"the fp16 wrapper serves one or two inputs; this model has {len(inputs)}"
+        return None
+
+    def compress(self, loaded: LoadedModel, calibration: Sequence[Inputs]) -> Candidate:
+        """A half copy behind an fp32 wrapper, so Triton's config (FP32 in, FP32 out) stays the family's."""
+        inner = copy.deepcopy(loaded.module).eval()
+        inputs, _ = loaded.family.io(loaded.spec)
+        if len(inputs) == 2:
+            wrapper: nn.Module = _HalfPair(inner)
+        elif hasattr(inner, "embed"):
+            wrapper = _HalfTabular(inner)
+        else:
+            wrapper = _HalfOne(inner)
+        return Candidate(self.name, wrapper.eval(), {"dtype": "float16"})
+
+
+def prune_units(mlp: TabularMLP, amount: float) -> tuple[TabularMLP, dict[str, Any]]:
+    """A copy of `mlp` without the `amount` share of units (smallest L1 norm of incoming weights) of every
+    hidden layer but the last; the next layer loses the matching input columns."""
+    pruned = copy.deepcopy(mlp).eval()
+    linears = [i for i, m in enumerate(pruned.body) if isinstance(m, nn.Linear)]
+    before, after = [], []
+    with torch.no_grad():
+        for pos, i in enumerate(linears[:-1]):
+            layer: nn.Linear = pruned.body[i]
+            keep_n = max(1, round(layer.out_features * (1 - amount)))
+            norms = layer.weight.abs().sum(dim=1)
+            keep = torch.sort(torch.topk(norms, keep_n).indices).values
+            nxt: nn.Linear = pruned.body[linears[pos + 1]]
+            pruned.body[i] = _linear(layer.weight[keep], layer.bias[keep])
+            pruned.body[linears[pos + 1]] = _linear(nxt.weight[:, keep], nxt.bias)
+            before.append(layer.out_features)
+            after.append(keep_n)
+    return pruned, {"hidden_units": [f"{b}->{a}" for b, a in zip(before, after)]}
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0])
+    layer.weight.data.copy_(weight)
+    layer.bias.data.copy_(bias)
+    return layer
+
+
+class PrunedInt8:
+    """Structured magnitude pruning of hidden units, then dynamic int8; MLP family only."""
+
+    name = "pruned-int8"
+    device = "cpu"
+
+    def __init__(self, amount: float = 0.3) -> None:
+        self.amount = amount
+
+    def supports(self, loaded: LoadedModel) -> str | None:
+        """An eager TabularMLP with at least two hidden layers (the last keeps its width)."""
+        if why := _eager(loaded):
+            return why
+        if not isinstance(loaded.module, TabularMLP):
+            return "structured pruning needs a module of known structure; supported for the mlp family only"
+        if sum(isinstance(m, nn.Linear) for m in loaded.module.body) < 2:
+            return "only one hidden layer, which keeps its width: nothing to prune"
+        return None
+
+    def compress(self, loaded: LoadedModel, calibration: Sequence[Inputs]) -> Candidate:
+        """Prune `amount` of the units of every hidden layer but the last, then quantize dynamically."""
+        pruned, notes = prune_units(loaded.module, self.amount)  # type: ignore[arg-type]
+        module, qnotes = _dynamic(pruned)
+        return Candidate(self.name, module, {"amount": self.amount, **notes, **qnotes})
+
+
+FORMS: Registry[Form] = Registry("compressed form")
+FORMS.register(DynamicInt8())
+FORMS.register(StaticInt8())
+FORMS.register(Float16())
+FORMS.register(PrunedInt8())
+
+
+def form(name: str, *, pruning_amount: float) -> Form:
+    """The registered form `name`, configured (pruning takes its amount from settings)."""
+    found = FORMS.get(name)
+    return PrunedInt8(pruning_amount) if isinstance(found, PrunedInt8) else found

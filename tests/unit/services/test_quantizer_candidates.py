@@ -1,0 +1,132 @@
+"""Quantizer forms on a small trained MLP: each compresses, serializes to TorchScript that loads from bytes,
+keeps the family's interface, and agrees with fp32; forms that do not apply say why."""
+
+from __future__ import annotations
+
+import io
+import typing
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bulwark.families import FAMILIES, LoadedModel, script_bytes
+from bulwark.features import REFERENCE_FEATURES, FeatureSpec
+from bulwark.reference import ReferenceGenerator
+from services.quantizer.candidates import (
+    FORMS,
+    Candidate,
+    DynamicInt8,
+    Float16,
+    PrunedInt8,
+    StaticInt8,
+    TraceError,
+    prune_units,
+    serialize,
+)
+from services.quantizer.settings import FormName
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[LoadedModel, list[dict], list[dict]]:
+    """A [32, 32] MLP trained briefly on reference events, with held-out and calibration records."""
+    records = [e.payload for e in ReferenceGenerator(seed=5, labeled_fraction=1.0).events(2400)]
+    train, val = records[:2000], records[2000:]
+    spec = FeatureSpec.fit(train, REFERENCE_FEATURES)
+    family = FAMILIES.get("mlp")
+    torch.manual_seed(0)
+    module = family.build(spec, {"hidden": [32, 32], "dropout": 0.0})
+    x = torch.from_numpy(spec.encode(train))
+    y = torch.tensor([int(r["is_fraud"]) for r in train])
+    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+    for _ in range(4):
+        for i in range(0, len(x), 128):
+            opt.zero_grad()
+            nn.functional.cross_entropy(module(x[i:i + 128]), y[i:i + 128]).backward()
+            opt.step()
+    return LoadedModel(family, module.eval(), {"hidden": [32, 32]}, spec), train, val
+
+
+def _load(data: bytes) -> torch.jit.ScriptModule:
+    return torch.jit.load(io.BytesIO(data), map_location="cpu")
+
+
+@pytest.mark.parametrize(
+    ("form", "min_agreement"),
+    [
+        (DynamicInt8(), 0.98),
+        (StaticInt8(), 0.97),   # activation ranges fixed by calibration: a little coarser
+        (Float16(), 0.99),
+    ],
+)
+def test_form_serializes_loads_from_bytes_and_agrees_with_fp32(trained, form, min_agreement: float) -> None:
+    loaded, train, val = trained
+    calibration = [loaded.inputs(train[i:i + 64]) for i in range(0, 512, 64)]
+    candidate = form.compress(loaded, calibration)
+    module = _load(serialize(candidate, loaded.inputs(val[:2])))
+    x = loaded.inputs(val)[0]
+    with torch.no_grad():
+        ours, ref = module(x), loaded.module(x)
+        assert ours.dtype == torch.float32 and ours.shape == ref.shape  # the family's fp32 interface
+        assert float(np.mean((ours.argmax(1) == ref.argmax(1)).numpy())) >= min_agreement
+        assert module.embed(x).shape == loaded.module.embed(x).shape  # embed() survives every form
+
+
+def test_dynamic_int8_leaves_the_loaded_model_untouched(trained) -> None:
+    loaded, _, val = trained
+    before = {k: v.clone() for k, v in loaded.module.state_dict().items()}
+    DynamicInt8().compress(loaded, [])
+    assert all(torch.equal(before[k], v) for k, v in loaded.module.state_dict().items())
+    assert all(type(m) is nn.Linear for m in loaded.module.modules() if isinstance(m, nn.Linear))
+
+
+def test_static_int8_without_calibration_refuses(trained) -> None:
+    with pytest.raises(ValueError, match="calibration"):
+        StaticInt8().compress(trained[0], [])
+
+
+def test_pruning_drops_weakest_units_of_all_but_the_last_hidden_layer(trained) -> None:
+    loaded, _, val = trained
+    pruned, notes = prune_units(loaded.module, 0.25)
+    linears = [m for m in pruned.body if isinstance(m, nn.Linear)]
+    assert [m.out_features for m in linears] == [24, 32] and linears[1].in_features == 24
+    assert notes["hidden_units"] == ["32->24"]
+    first = [m for m in loaded.module.body if isinstance(m, nn.Linear)][0]
+    norms = first.weight.abs().sum(1)
+    kept = sorted(norms.tolist(), reverse=True)[:24]
+    assert sorted(linears[0].weight.abs().sum(1).tolist(), reverse=True) == pytest.approx(kept)
+    candidate = PrunedInt8(0.25).compress(loaded, [])
+    module = _load(serialize(candidate, loaded.inputs(val[:2])))
+    assert module(loaded.inputs(val)[0]).shape == (len(val), 2)
+
+
+class _NoisyBranches(nn.Module):
+    """A module whose output is not a tensor: neither scripts nor traces."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor):  # noqa: ANN201 - deliberately untyped
+        return {"logits": self.linear(x), "note": [object()]}
+
+
+def test_serialize_untraceable_module_raises_trace_error() -> None:
+    with pytest.raises(TraceError, match="neither scripts nor traces"):
+        serialize(Candidate("dynamic-int8", _NoisyBranches()), (torch.zeros(2, 4),))
+
+
+def test_forms_that_do_not_apply_say_why(trained) -> None:
+    loaded = trained[0]
+    scripted = LoadedModel(loaded.family, torch.jit.load(io.BytesIO(script_bytes(loaded.module))), {}, loaded.spec)
+    for form in FORMS:
+        assert "only TorchScript" in form.supports(scripted)
+    plain = LoadedModel(loaded.family, nn.Sequential(nn.Linear(4, 2)), {}, loaded.spec)
+    assert DynamicInt8().supports(plain) is None
+    assert "mlp family only" in StaticInt8().supports(plain)
+    assert "mlp family only" in PrunedInt8().supports(plain)
+
+
+def test_settings_name_exactly_the_registered_forms() -> None:
+    assert sorted(typing.get_args(FormName)) == FORMS.names()
