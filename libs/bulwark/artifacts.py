@@ -1,6 +1,7 @@
 """Model artifacts: signed, encrypted at rest, written atomically, verified before every load.
 
-An artifact is a folder `<store>/<model>/<version>/<stage>/` (stage: trained, quantized):
+An artifact is a folder `<store>/<model>/<version>/<stage>/` (stage: trained, quantized, or gate for the
+robustness gate's signed report):
 
 - `manifest.json`: model, version, stage, family, parent, creation time, the model card (metrics, dataset
   digest, privacy facts, reports), and for each file its size, SHA-256 of the stored bytes and of the
@@ -37,7 +38,7 @@ from bulwark.errors import BulwarkError, CryptoError, NotFoundError, Reason, Sig
 FORMAT = "bulwark.artifact/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
-STAGES = ("trained", "quantized")
+STAGES = ("trained", "quantized", "gate")
 
 
 def sha256(data: bytes) -> str:

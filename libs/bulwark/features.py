@@ -151,6 +151,16 @@ class FeatureSpec:
             col += f.width
         return out
 
+    def decode_numeric(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw values of the numeric features behind encoded rows (the inverse of standardize and log1p):
+        what a caller would have to send to produce these inputs."""
+        out = {}
+        for f in self.features:
+            if f.kind == "numeric":
+                v = x[:, self.slices()[f.name]][:, 0].astype(np.float64) * f.std + f.mean
+                out[f.name] = np.expm1(v) if f.transform == "log1p" else v
+        return out
+
     # ------------------------------------------------------------------ (de)serialization
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in the artifact as features.json)."""

@@ -4,8 +4,8 @@ The updater is the only writer; the inference front door, the explainer and the 
 request (one HGETALL, cached for `ttl_s`), so a promotion or a rollback takes effect with no restart.
 
 Routing is sticky per client key: a client whose key hashes below the canary share is answered by the
-candidate for the whole canary, the others by the live version; in shadow, the live version answers and
-the candidate sees a copy of the request.
+candidate for the whole canary (the live version sees a copy, to keep measuring agreement), the others by
+the live version; in shadow, the live version answers and the candidate sees a copy of the request.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ class LiveState:
     started_at: float = 0.0
     reason: str = ""
     loaded: list[int] = field(default_factory=list)
+    rollout_id: int = 0
+    stage_started_at: float = 0.0
+    # Versions leaving Triton, with when they stopped taking traffic (unloaded after a grace period).
+    retiring: dict[str, float] = field(default_factory=dict)
 
     def to_redis(self) -> dict[str, str]:
         """Hash fields for Redis."""
@@ -58,7 +62,8 @@ class LiveState:
             raise NotFoundError(f"model {self.model!r} has no live version yet")
         stage = self.paused_stage if self.stage == "paused" else self.stage
         if self.candidate is not None and stage == "canary" and sticky_fraction(self.model, client_key) < self.share:
-            return self.candidate, None
+            # The live version shadows canary answers, so agreement is still measured during the canary.
+            return self.candidate, self.live_version
         if self.candidate is not None and stage == "shadow":
             return self._live_or_candidate(), self.candidate
         if self.candidate is not None and stage == "full":

@@ -68,6 +68,22 @@ class RedisKeys:
         """Owner: explainer. TTL: `BULWARK_EXPLAINER_CACHE_TTL_S`."""
         return f"{self.prefix}:cache:expl:{model}:{version}:{method}:{input_hash}"
 
+    def explanation_request(self, model: str, request_id: str) -> str:
+        """A logged prediction's input (pseudonymous features or scrubbed text), version and label, from
+        inference.log, for `Explain(request_id=...)`. Owner: explainer. TTL: `BULWARK_EXPLAINER_REQUEST_TTL_S`."""
+        return f"{self.prefix}:expl:req:{model}:{request_id}"
+
+    def explanation_summary(self, model: str, version: str) -> str:
+        """Hash of a version's global importance: `n` explained records, `abs:<feature>` and `sum:<feature>`
+        (sums of |attribution| and of attribution; divide by `n` for means). Owner: explainer. TTL:
+        `BULWARK_EXPLAINER_SUMMARY_TTL_S`, renewed on every update."""
+        return f"{self.prefix}:expl:summary:{model}:{version}"
+
+    def explanation_counted(self, event_id: str) -> str:
+        """Marks an inference.log record as counted in its version's summary (value: the count it made), so a
+        redelivery never counts twice. Owner: explainer. TTL: `BULWARK_IDEMPOTENCE_TTL_S`."""
+        return f"{self.prefix}:expl:counted:{event_id}"
+
     def rate(self, client: str, window: str) -> str:
         """Per-client request counts. Owner: the guard. TTL: the window length."""
         return f"{self.prefix}:rate:{client}:{window}"

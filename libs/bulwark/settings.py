@@ -90,6 +90,18 @@ class CommonSettings(BaseSettings):
     triton_http_url: str = Field("127.0.0.1:8000", validation_alias=_env("BULWARK_TRITON_HTTP_URL", "TRITON_HTTP_URL"))
     """host:port of Triton's HTTP endpoint (health, metrics)."""
 
+    # --- Bulwark's own gRPC APIs, as clients (the CLI, the console) reach them --------------------
+    inference_url: str = "127.0.0.1:50051"
+    """host:port of InferenceService."""
+    explainer_url: str = "127.0.0.1:50052"
+    """host:port of ExplainService."""
+    admin_url: str = "127.0.0.1:50053"
+    """host:port of ModelAdmin (the updater)."""
+    client_token: SecretStr | None = Field(None, validation_alias=_env("BULWARK_CLIENT_TOKEN", "BULWARK_TOKEN"))
+    """Bearer token the CLI and console send to Bulwark's APIs when credentials are required."""
+    client_tls_ca: Path | None = None
+    """CA bundle to verify Bulwark's gRPC servers (TLS); unset connects in plaintext."""
+
     # --- Files and keys --------------------------------------------------------------------------
     home: Path = Path("var")
     """State folder for the local stack: logs, artifacts, model repository, keys."""
@@ -154,6 +166,8 @@ class CommonSettings(BaseSettings):
     """Typed alerts with evidence."""
     topic_audit: str = t.AUDIT
     """Audit trail of admin and re-identification actions."""
+    topic_explanations: str = t.EXPLANATIONS
+    """Global feature importance per model version (`explanation.summary`), from the explainer."""
     topic_otlp_spans: str = t.OTLP_SPANS
     """Spans in OTLP protobuf when no collector is configured."""
 
@@ -172,6 +186,7 @@ class CommonSettings(BaseSettings):
             inference_log=self.topic_inference_log,
             alerts=self.topic_alerts,
             audit=self.topic_audit,
+            explanations=self.topic_explanations,
             otlp_spans=self.topic_otlp_spans,
         )
 

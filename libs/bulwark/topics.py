@@ -20,6 +20,8 @@ MODELS_DEPLOYED = "models.deployed"
 INFERENCE_LOG = "inference.log"
 ALERTS = "alerts"
 AUDIT = "audit"
+# Global feature importance per model version, from the explainer's sample of inference.log.
+EXPLANATIONS = "explanations"
 # Spans in OTLP protobuf, as the OpenTelemetry Collector's Kafka exporter writes them.
 OTLP_SPANS = "otlp_spans"
 
@@ -52,6 +54,7 @@ class Topics:
     inference_log: str = INFERENCE_LOG
     alerts: str = ALERTS
     audit: str = AUDIT
+    explanations: str = EXPLANATIONS
     otlp_spans: str = OTLP_SPANS
 
     def all(self) -> list[str]:

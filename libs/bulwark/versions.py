@@ -80,7 +80,8 @@ class VersionCatalog:
 
     def _load(self, model: str, version: int) -> ServedVersion:
         entry = self._registry.get(model, version)
-        folder = Path(entry.get("serving_artifact") or entry["artifact"])
+        # The form the updater placed in Triton; before that, the quantizer's choice; else the trained form.
+        folder = Path(entry.get("serving_artifact") or entry.get("quantized_artifact") or entry["artifact"])
         manifest = verify_folder(folder, self._verifier)
         family = FAMILIES.get(manifest["family"])
         config = json.loads((folder / "config.json").read_bytes())
@@ -99,5 +100,5 @@ class VersionCatalog:
         if not (folder / "features.json").exists():
             raise NotFoundError(f"{model} v{version}: artifact has no features.json")
         spec = FeatureSpec.from_dict(json.loads((folder / "features.json").read_bytes()))
-        inputs, outputs = family.io(spec)
+        inputs, outputs = family.io(spec, config)
         return ServedVersion(model, version, family, spec, inputs, outputs, folder, digest, profile)

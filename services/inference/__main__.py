@@ -13,6 +13,10 @@ from bulwark.runtime import ServiceRuntime, main_guard
 from bulwark.settings import CommonSettings, load_settings
 from bulwark.triton.client import TritonClient
 from bulwark.versions import VersionCatalog
+from bulwark.guard.online import OnlineGuard
+from bulwark.guard.policy import load_guard_policy
+from bulwark.guard.settings import GuardSettings
+from services.inference.alerts import FlagAlerts
 from services.inference.dataplane import SERVICE, InferenceDataPlane
 from services.inference.servicer import SERVICE_NAME, InferenceServicer
 from services.inference.settings import InferenceSettings
@@ -29,8 +33,14 @@ def main() -> None:
     triton = TritonClient(settings.triton_grpc_url)
     catalog = VersionCatalog(ModelRegistry(rt.redis, rt.keys), load_verifier(settings.keys_path))
     producer = LazyEventProducer(settings, client_id="inference-log")
+    guard_settings = load_settings(GuardSettings)
+    guard = None
+    if guard_settings.online:
+        flags = FlagAlerts(settings, producer, interval_s=guard_settings.alert_interval_s)
+        guard = OnlineGuard(load_guard_policy(guard_settings.policy).online, rt.redis, rt.keys,
+                            ModelRegistry(rt.redis, rt.keys), load_verifier(settings.keys_path), on_flag=flags)
     plane = InferenceDataPlane(settings, own, rt.redis, triton, catalog,
-                               LiveReader(rt.redis, rt.keys, ttl_s=own.live_cache_s), producer)
+                               LiveReader(rt.redis, rt.keys, ttl_s=own.live_cache_s), producer, guard)
     auth = AuthInterceptor(load_credentials(settings.keys_path), METHOD_SCOPES, required=settings.auth_required)
     server = build_server(port=own.port, host=own.host, service_names=[SERVICE_NAME], max_workers=own.threads,
                           register=[(inference_pb2_grpc.add_InferenceServiceServicer_to_server,

@@ -15,7 +15,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import orjson
@@ -24,6 +24,7 @@ import redis
 from bulwark.bus.producer import EventProducer, Output
 from bulwark.errors import BulwarkError, InvalidArgumentError, Reason
 from bulwark.events import Envelope
+from bulwark.guard.online import OnlineGuard, Verdict
 from bulwark.live import LiveReader
 from bulwark.pii import TextScanner
 from bulwark.redis_keys import RedisKeys
@@ -57,16 +58,6 @@ class PredictInput:
 
 
 @dataclass
-class Verdict:
-    """The guard's decision about one input."""
-
-    action: str = "allow"
-    ood_score: float = 0.0
-    adversarial_score: float = 0.0
-    reasons: list[str] = field(default_factory=list)
-
-
-@dataclass
 class PredictOutput:
     """One answer."""
 
@@ -82,21 +73,27 @@ class PredictOutput:
     latency_ms: float = 0.0
 
 
-class OnlineGuard(Protocol):
-    """The robustness guard's per-request checks (a library call, not a network hop)."""
+class NoGuard:
+    """No checks beyond input validation (when no guard is configured)."""
 
-    def check(self, served: ServedVersion, records: Sequence[dict[str, Any]], encoded: list[np.ndarray],
-              client: str) -> list[Verdict]:
-        """A verdict per record; a `reject` fails that item with FAILED_PRECONDITION or INVALID_ARGUMENT."""
-        ...
+    def count(self, pipe: Any, model: str, client: str, n: int) -> None:
+        return None
 
+    def rate_exceeded(self, count: int | None) -> bool:
+        return False
 
-class AllowAll:
-    """No online checks beyond input validation (used until a guard is configured)."""
+    def throttled(self, n: int) -> list[Verdict]:
+        return [Verdict() for _ in range(n)]
 
-    def check(self, served: ServedVersion, records: Sequence[dict[str, Any]], encoded: list[np.ndarray],
-              client: str) -> list[Verdict]:
+    def before(self, served: ServedVersion, records: Sequence[dict[str, Any]], client: str) -> list[Verdict]:
         return [Verdict() for _ in records]
+
+    def after(self, served: ServedVersion, verdicts: Sequence[Verdict], logits: np.ndarray,
+              hidden: np.ndarray | None, records: Sequence[dict[str, Any]] = ()) -> None:
+        return None
+
+    def flagged(self, served: ServedVersion, record: dict[str, Any], verdict: Verdict) -> None:
+        return None
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -117,7 +114,7 @@ class InferenceDataPlane:
 
     def __init__(self, settings: CommonSettings, own: InferenceSettings, client: redis.Redis, triton: TritonClient,
                  catalog: VersionCatalog, live: LiveReader, producer: EventProducer | None,
-                 guard: OnlineGuard | None = None) -> None:
+                 guard: OnlineGuard | NoGuard | None = None) -> None:
         self.settings = settings
         self.own = own
         self.redis = client
@@ -125,7 +122,7 @@ class InferenceDataPlane:
         self.triton = triton
         self.catalog = catalog
         self.live = live
-        self.guard = guard or AllowAll()
+        self.guard = guard or NoGuard()
         self._producer = producer
         self._scanner = TextScanner()
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
@@ -197,61 +194,74 @@ class InferenceDataPlane:
                 results[i] = exc
         if not valid:
             return
-        verdicts = self.guard.check(served, [v[1].record() for v in valid], _stack([v[5] for v in valid]),
-                                    valid[0][2])
-        todo, keys = [], []
-        for (i, req, client, shadow, route, arrays), verdict in zip(valid, verdicts):
+        records = [v[1].record() for v in valid]
+        verdicts = self.guard.before(served, records, valid[0][2])
+        todo = []
+        for item, record, verdict in zip(valid, records, verdicts):
             if verdict.action == "reject":
-                results[i] = BulwarkError(Reason.FAILED_PRECONDITION, "input rejected by the robustness guard: "
-                                          + "; ".join(verdict.reasons or ["out of the model's domain"]))
-                continue
-            key = self.keys.prediction_cache(model, str(version), input_hash(req))
-            todo.append((i, req, client, shadow, route, arrays, verdict))
-            keys.append(key)
-        cached = self._cache_get(keys)
+                results[item[0]] = _rejected(verdict)
+            else:
+                todo.append((*item, record, verdict))
+        if not todo:
+            return
+        keys = [self.keys.prediction_cache(model, str(version), input_hash(t[1])) for t in todo]
+        cached, count = self._lookup(keys, model, todo[0][2], len(todo))
+        if self.guard.rate_exceeded(count):
+            for item, verdict in zip(todo, self.guard.throttled(len(todo))):
+                results[item[0]] = _rejected(verdict)
+            return
         misses = [k for k, hit in enumerate(cached) if hit is None]
-        probs: dict[int, list[float]] = {k: cached[k] for k in range(len(todo)) if cached[k] is not None}
+        answers: dict[int, dict[str, Any]] = {k: cached[k] for k in range(len(todo)) if cached[k] is not None}
         if misses:
             remaining = deadline_s - (time.perf_counter() - started)
-            if remaining <= 0:
-                err = BulwarkError(Reason.DEADLINE_EXCEEDED, "the deadline passed before Triton was called")
+            try:
+                if remaining <= 0:
+                    raise BulwarkError(Reason.DEADLINE_EXCEEDED, "the deadline passed before Triton was called")
+                outs = self.triton.infer(model, version, _stack([todo[k][5] for k in misses]), served.inputs,
+                                         served.outputs, timeout_s=remaining)
+            except BulwarkError as exc:
                 for k in misses:
-                    results[todo[k][0]] = err
-                misses = []
+                    results[todo[k][0]] = exc
             else:
-                arrays = _stack([todo[k][5] for k in misses])
-                try:
-                    out = self.triton.infer(model, version, arrays, served.inputs, served.outputs[0],
-                                            timeout_s=remaining)
-                except BulwarkError as exc:
-                    for k in misses:
-                        results[todo[k][0]] = exc
-                    misses = []
-                else:
-                    p = softmax(out.astype(np.float64))
-                    for row, k in enumerate(misses):
-                        probs[k] = [float(x) for x in p[row]]
-                    self._cache_put([keys[k] for k in misses], [probs[k] for k in misses])
+                logits = outs[0].astype(np.float64)
+                fresh = [todo[k][7] for k in misses]
+                self.guard.after(served, fresh, logits, outs[1] if len(outs) > 1 else None,
+                                 [todo[k][6] for k in misses])
+                probs = softmax(logits)
+                for row, k in enumerate(misses):
+                    answers[k] = {"p": [float(x) for x in probs[row]], "g": _verdict_doc(fresh[row])}
+                self._cache_put([keys[k] for k in misses], [answers[k] for k in misses])
         latency = (time.perf_counter() - started) * 1000
-        for k, (i, req, client, shadow, route, arrays, verdict) in enumerate(todo):
-            if k not in probs:
+        for k, (i, req, client, shadow, route, arrays, record, before) in enumerate(todo):
+            if k not in answers:
                 continue
-            pr = probs[k]
+            verdict = _merge(before, answers[k]["g"])
+            if verdict.action == "reject":
+                results[i] = _rejected(verdict)
+                continue
+            pr = answers[k]["p"]
             out = PredictOutput(req.request_id, model, version, served.classes[int(np.argmax(pr))], pr,
                                 list(served.classes), cached[k] is not None, verdict, route, latency)
             results[i] = out
+            if verdict.action == "flag":
+                self.guard.flagged(served, record, verdict)
             self._log(out, req, client, served, shadow, arrays)
 
-    def _cache_get(self, keys: list[str]) -> list[list[float] | None]:
-        if not self.own.cache_ttl_s or not keys:
-            return [None] * len(keys)
+    def _lookup(self, keys: list[str], model: str, client: str, n: int) -> tuple[list[dict[str, Any] | None], int | None]:
+        """Cached answers and the client's rate count, in one Redis round trip."""
         try:
-            raw = self.redis.mget(keys)
+            pipe = self.redis.pipeline(transaction=False)
+            if self.own.cache_ttl_s:
+                pipe.mget(keys)
+            self.guard.count(pipe, model, client, n)
+            replies = pipe.execute() if len(pipe) else []
         except redis.RedisError:
-            return [None] * len(keys)  # a cache outage costs speed, never answers
-        return [orjson.loads(v) if v is not None else None for v in raw]
+            return [None] * len(keys), None  # a Redis outage costs speed (no cache), never answers
+        raw = replies[0] if self.own.cache_ttl_s else [None] * len(keys)
+        count = replies[1 if self.own.cache_ttl_s else 0] if len(replies) > (1 if self.own.cache_ttl_s else 0) else None
+        return [orjson.loads(v) if v is not None else None for v in raw], count
 
-    def _cache_put(self, keys: list[str], values: list[list[float]]) -> None:
+    def _cache_put(self, keys: list[str], values: list[dict[str, Any]]) -> None:
         if not self.own.cache_ttl_s or not keys:
             return
         try:
@@ -275,8 +285,8 @@ class InferenceDataPlane:
         try:
             started = time.perf_counter()
             cand = self.catalog.get(out.model, shadow)
-            z = self.triton.infer(out.model, shadow, cand.encode([req.record()]), cand.inputs, cand.outputs[0],
-                                  timeout_s=self.own.default_deadline_s)
+            z = self.triton.infer(out.model, shadow, cand.encode([req.record()]), cand.inputs, cand.outputs[:1],
+                                  timeout_s=self.own.default_deadline_s)[0]
             p = softmax(z.astype(np.float64))[0]
             result = {"version": shadow, "probabilities": [float(x) for x in p],
                       "label": cand.classes[int(np.argmax(p))], "latency_ms": (time.perf_counter() - started) * 1000,
@@ -310,6 +320,26 @@ class InferenceDataPlane:
     def close(self) -> None:
         """Stop background work."""
         self._shadow_pool.shutdown(wait=True)
+
+
+def _verdict_doc(v: Verdict) -> dict[str, Any]:
+    return {"action": v.action, "ood": v.ood_score, "adv": v.adversarial_score, "reasons": v.reasons,
+            "code": v.code.value}
+
+
+def _merge(before: Verdict, doc: dict[str, Any]) -> Verdict:
+    """The pre-model verdict combined with the (possibly cached) post-model one."""
+    out = Verdict(before.action, doc["ood"], doc["adv"], list(before.reasons), before.code)
+    if doc["action"] != "allow":
+        # The stored verdict already holds the range reasons (they depend only on the input, which the cache
+        # key hashes): add only what the model's scores said.
+        for reason in [r for r in doc["reasons"] if r not in before.reasons] or [doc["action"]]:
+            out.escalate(doc["action"], reason, Reason(doc["code"]))
+    return out
+
+
+def _rejected(v: Verdict) -> BulwarkError:
+    return BulwarkError(v.code, "input rejected by the robustness guard: " + "; ".join(v.reasons or ["unsafe input"]))
 
 
 def _stack(per_item: list[list[np.ndarray]]) -> list[np.ndarray]:

@@ -28,7 +28,7 @@ from bulwark.registry import ModelRegistry
 from bulwark.settings import CommonSettings
 from services.trainer.dataset import Dataset, DatasetError, build_dataset, check_dataset
 from services.trainer.distributed import builder, run_training
-from services.trainer.profile import build_profile, gaussian_stats
+from bulwark.profiles import build_profile, gaussian_stats
 from services.trainer.settings import TrainerSettings
 from services.trainer.training import LoopConfig, LoopResult
 

@@ -84,10 +84,36 @@ def deploy(stack: TestStack, settings: CommonSettings, model: str, versions: lis
     repo = ModelRepository(stack.model_repository, load_verifier(stack.keys_dir))
     for v in versions:
         served = catalog.get(model, v)
-        repo.place(served.folder, served.inputs, served.outputs, loaded=versions)
+        repo.place(served.folder, served.inputs, served.outputs)
     triton = TritonClient(stack.triton.spec.endpoints["grpc"])
     triton.load(model)
     for v in versions:
         assert triton.model_ready(model, v), f"{model} v{v} did not load in Triton"
     write_live(client, keys, LiveState(model=model, live_version=live, candidate=candidate, stage=stage,
                                        share=share, loaded=list(versions)))
+
+
+def trained_event(outcome: Any) -> Envelope:
+    """The `model.trained` event the trainer publishes for an outcome of `train_version`."""
+    return Envelope(type="model.trained", source="trainer", subject=outcome.model, payload={
+        "model": outcome.model, "version": outcome.version, "family": outcome.family, "parent": None,
+        "artifact": {"path": str(outcome.path), "digest": outcome.digest, "stage": "trained"},
+        "metrics": {k: v for k, v in outcome.metrics.items() if isinstance(v, (int, float))},
+        "dataset": outcome.dataset, "reason": "manual", "requested_by": "test"})
+
+
+def quantize(settings: CommonSettings, trained: Envelope) -> Envelope:
+    """Run the quantizer's own handler in this process on a `model.trained` event; returns its output event."""
+    from bulwark.health import ServiceStats
+    from bulwark.registry import ModelRegistry
+    from services.quantizer.handler import QuantizerHandler
+    from services.quantizer.settings import QuantizerSettings
+    from services.trainer.pipeline import artifact_store
+
+    client = make_redis(settings)
+    handler = QuantizerHandler(settings, QuantizerSettings(), artifact_store(settings),
+                               ModelRegistry(client, RedisKeys(settings.redis_prefix)), ServiceStats())
+    ctx = Context(settings.topics.models_trained, 0, 0, None, [], "test", settings, client,
+                  RedisKeys(settings.redis_prefix))
+    [out] = handler.handle(trained, ctx)
+    return out.event

@@ -192,8 +192,9 @@ def test_new_version_goes_live_without_a_failed_request(door: FrontDoor) -> None
         i = 0
         while not stop.is_set():
             try:
+                # Many callers (distinct client keys), so the guard's per-client rate limit is not what is tested.
                 r = stub.Predict(inference_pb2.PredictRequest(model=door.model, features=features(PAYLOADS[i % 64]),
-                                                              request_id=f"load-{i}"), timeout=5)
+                                                              request_id=f"load-{i}", client_key=f"c{i}"), timeout=5)
                 versions.add(r.version)
             except grpc.RpcError as exc:
                 errors.append(f"{exc.code()}: {exc.details()}")
@@ -276,3 +277,28 @@ def test_triton_down_is_unavailable_within_the_deadline_and_recovers(door: Front
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def test_guard_rejects_a_client_over_its_rate_and_flags_an_out_of_range_input(door: FrontDoor) -> None:
+    burst = 400  # the default policy's burst per client per second; items of a batch count one each
+    items = [inference_pb2.PredictRequest(model=door.model, features=features(PAYLOADS[i % 64]), client_key="greedy")
+             for i in range(burst + 50)]
+    batch = door.stub.PredictBatch(inference_pb2.PredictBatchRequest(items=items), timeout=10)
+    assert all(i.error.reason == "RESOURCE_EXHAUSTED" and "rate limit" in i.error.message for i in batch.items)
+    polite = door.stub.PredictBatch(inference_pb2.PredictBatchRequest(items=[
+        inference_pb2.PredictRequest(model=door.model, features=features(PAYLOADS[1]), client_key="polite")]), timeout=10)
+    assert not polite.items[0].error.reason  # other clients are not affected
+    odd = dict(PAYLOADS[8], amount=5e7)  # far beyond anything in training: out of range and out of distribution
+    with pytest.raises(grpc.RpcError) as err:
+        door.stub.Predict(inference_pb2.PredictRequest(model=door.model, features=features(odd),
+                                                       client_key="careful"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().count("amount is far outside the training range") == 1  # said once, with the range
+    again = door.stub.Predict(inference_pb2.PredictRequest(model=door.model, features=features(PAYLOADS[8]),
+                                                           client_key="careful"), timeout=5)
+    assert again.guard.action == "allow"  # the same client's ordinary input is still served
+    fractional = dict(PAYLOADS[9], txn_count_24h=2.5)  # training only saw whole counts: served, but flagged
+    resp = door.stub.Predict(inference_pb2.PredictRequest(model=door.model, features=features(fractional),
+                                                          client_key="careful"), timeout=5)
+    assert resp.guard.action == "flag"
+    assert any("txn_count_24h is fractional" in r for r in resp.guard.reasons)

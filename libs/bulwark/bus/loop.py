@@ -66,6 +66,8 @@ class BusSettings(ServiceSettings):
     """Longest wait between retries."""
     group_id: str | None = None
     """Consumer group; default `bulwark-<service>`."""
+    fetch_max_wait_ms: int = Field(500, ge=1, le=10_000)
+    """Longest a fetch waits for records (lower: less latency on a quiet topic; more requests to the broker)."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     """Longest a handler may take on one batch before the group gives its partitions away (raise it for
     long work such as training)."""
@@ -158,6 +160,7 @@ class ConsumerLoop:
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             max_poll_records=self.bus.max_batch,
             max_poll_interval_ms=self.bus.max_poll_interval_ms,
+            fetch_max_wait_ms=self.bus.fetch_max_wait_ms,
             max_partition_fetch_bytes=max(2 * settings.max_event_bytes, 1_048_576),
         )
         self._producer = producer or EventProducer(make_producer(settings, client_id=f"{handler.name}-out"))

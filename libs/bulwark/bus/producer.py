@@ -115,12 +115,13 @@ class LazyEventProducer:
     """An `EventProducer` created on first use, and re-tried at most every `retry_s` while the broker is
     down, for components whose main job is not Kafka (the front door's sampled log)."""
 
-    def __init__(self, settings: CommonSettings, *, client_id: str, retry_s: float = 10.0) -> None:
+    def __init__(self, settings: CommonSettings, *, client_id: str, retry_s: float = 10.0, linger_ms: int = 100) -> None:
         import threading
 
         self._settings = settings
         self._client_id = client_id
         self._retry_s = retry_s
+        self._linger_ms = linger_ms
         self._producer: EventProducer | None = None
         self._next_try = 0.0
         self._lock = threading.Lock()
@@ -134,7 +135,9 @@ class LazyEventProducer:
         with self._lock:
             if self._producer is None and time.monotonic() >= self._next_try:
                 try:
-                    self._producer = EventProducer(make_producer(self._settings, client_id=self._client_id))
+                    # Nobody flushes this producer: a short linger bounds how late records leave.
+                    self._producer = EventProducer(make_producer(self._settings, client_id=self._client_id,
+                                                                 linger_ms=self._linger_ms))
                 except KafkaError:
                     self._next_try = time.monotonic() + self._retry_s
         return self._producer

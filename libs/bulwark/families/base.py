@@ -73,8 +73,8 @@ class Family(Protocol):
         """Validated input tensors for records (raises InvalidArgumentError naming the bad field)."""
         ...
 
-    def io(self, spec: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        """Served inputs and outputs."""
+    def io(self, spec: Any, config: dict[str, Any] | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """Served inputs and outputs (OUTPUT__0 is always the class logits)."""
         ...
 
     def load(self, artifact: Artifact) -> LoadedModel:

@@ -59,10 +59,12 @@ class MLPFamily:
             spec.validate(r)
         return (torch.from_numpy(spec.encode(records)),)
 
-    def io(self, spec: FeatureSpec) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        """One FP32 input vector, one FP32 logits vector."""
+    def io(self, spec: FeatureSpec, config: dict[str, Any] | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """One FP32 input vector; FP32 logits, and the last hidden layer (for the guard's scores)."""
+        hidden = int({**DEFAULT_CONFIG, **(config or {})}["hidden"][-1])
         return ([TensorSpec("INPUT__0", "TYPE_FP32", (spec.width,))],
-                [TensorSpec("OUTPUT__0", "TYPE_FP32", (len(self.classes),))])
+                [TensorSpec("OUTPUT__0", "TYPE_FP32", (len(self.classes),)),
+                 TensorSpec("OUTPUT__1", "TYPE_FP32", (hidden,))])
 
     def load(self, artifact: Artifact) -> LoadedModel:
         """Rebuild the eager module from the artifact's config, feature spec and state_dict."""

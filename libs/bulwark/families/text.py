@@ -123,7 +123,7 @@ class TextFamily:
         """Token ids and attention mask for the records' texts."""
         return model.extra["tokenizer"](self.texts(model.spec, records))
 
-    def io(self, spec: dict[str, Any]) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    def io(self, spec: dict[str, Any], config: dict[str, Any] | None = None) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """INT64 token ids and attention mask padded to max_tokens; FP32 logits."""
         n = int({**DEFAULT_CONFIG, **spec}["max_tokens"])
         return ([TensorSpec("INPUT__0", "TYPE_INT64", (n,)), TensorSpec("INPUT__1", "TYPE_INT64", (n,))],

@@ -23,7 +23,11 @@ class ServiceEntry:
 CATALOG: tuple[ServiceEntry, ...] = (
     ServiceEntry("ingest-anonymizer", "services.ingest_anonymizer"),
     ServiceEntry("trainer", "services.trainer"),
+    ServiceEntry("quantizer", "services.quantizer"),
+    ServiceEntry("robustness-guard", "services.robustness_guard"),
+    ServiceEntry("updater", "services.updater", grpc_port=50053),
     ServiceEntry("inference", "services.inference", grpc_port=50051),
+    ServiceEntry("explainer", "services.explainer", grpc_port=50052),
 )
 
 

@@ -52,8 +52,8 @@ class TritonClient:
         return client
 
     def infer(self, model: str, version: int, inputs: Sequence[np.ndarray], in_specs: Sequence[TensorSpec],
-              out_spec: TensorSpec, *, timeout_s: float) -> np.ndarray:
-        """Run one (possibly batched) request; returns the first output as an array."""
+              out_specs: Sequence[TensorSpec], *, timeout_s: float) -> list[np.ndarray]:
+        """Run one (possibly batched) request; returns every requested output, in order."""
         tensors = []
         for array, spec in zip(inputs, in_specs):
             dtype, triton_type = _NP[spec.dtype]
@@ -62,11 +62,11 @@ class TritonClient:
             tensors.append(t)
         try:
             result = self._client.infer(model, tensors, model_version=str(version),
-                                        outputs=[tg.InferRequestedOutput(out_spec.name)],
+                                        outputs=[tg.InferRequestedOutput(s.name) for s in out_specs],
                                         client_timeout=max(timeout_s, 0.001))
         except InferenceServerException as exc:
             raise _map_error(exc, self.url, model, version) from None
-        return result.as_numpy(out_spec.name)
+        return [result.as_numpy(s.name) for s in out_specs]
 
     def _call(self, fn: str, *args: Any, model: str = "", **kwargs: Any) -> Any:
         try:

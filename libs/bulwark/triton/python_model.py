@@ -37,7 +37,8 @@ class TritonPythonModel:
         self.module = torch.jit.load(io.BytesIO(artifact.files["model.pt"]), map_location="cpu").eval()
         self.version = int(args["model_version"])
         self.inputs = [spec["name"] for spec in config["input"]]
-        self.output = config["output"][0]["name"]
+        # OUTPUT__0: class logits; OUTPUT__1 (when configured): the last hidden layer, for the guard's scores.
+        self.outputs = [spec["name"] for spec in config["output"]]
         del artifact  # the decrypted bytes go with it; only the loaded module stays in memory
 
     def execute(self, requests: list) -> list:
@@ -48,13 +49,16 @@ class TritonPythonModel:
             stacked = [torch.from_numpy(np.ascontiguousarray(np.concatenate([a[i] for a in arrays])))
                        for i in range(len(self.inputs))]
             with torch.inference_mode():
-                out = self.module(*stacked).float().numpy()
+                outs = [self.module(*stacked).float().numpy()]
+                if len(self.outputs) > 1:
+                    outs.append(self.module.embed(*stacked).float().numpy())
         except Exception as exc:  # noqa: BLE001 - every request gets the error, the model stays loaded
             error = pb_utils.TritonError(f"bulwark model v{getattr(self, 'version', '?')} failed: {type(exc).__name__}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
         responses, start = [], 0
         for n in sizes:
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(self.output, out[start:start + n])]))
+            tensors = [pb_utils.Tensor(name, out[start:start + n]) for name, out in zip(self.outputs, outs)]
+            responses.append(pb_utils.InferenceResponse(tensors))
             start += n
         return responses
 

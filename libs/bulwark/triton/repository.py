@@ -8,9 +8,12 @@ Layout (one Triton model per Bulwark model, one numbered folder per version):
     <repository>/<model>/<version>/manifest.sig
     <repository>/<model>/<version>/model.pt ...
 
-`config.pbtxt` comes from the family's served inputs and outputs, with dynamic batching and a `specific`
-version policy listing the versions that should be loaded; Triton runs in explicit model-control mode, so
-the updater loads and unloads through the repository API without a restart.
+`config.pbtxt` comes from the family's served inputs and outputs, with dynamic batching and the `all`
+version policy: the versions Triton loads are exactly the numbered folders present. Adding a version is a new
+folder plus a load call, and only that version loads (a changed config would reload every version); taking
+one out of service renames its folder to `retired-<version>` (Triton ignores it) and calls load again.
+Triton runs in explicit model-control mode, so the updater does all this through the repository API
+without a restart.
 
 Backends: `python` (default; the artifact stays encrypted on disk and `model.py` decrypts it at load) and
 `pytorch` (libtorch, for GPU images: Triton's libtorch backend reads `model.pt` from disk, so the weights are
@@ -50,7 +53,7 @@ def _dims(spec: TensorSpec) -> str:
     return ", ".join(str(d) for d in spec.dims)
 
 
-def render_config(model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], versions: Sequence[int],
+def render_config(model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                   cfg: ServingConfig = ServingConfig()) -> str:
     """config.pbtxt text for a model."""
     lines = [f'name: "{model}"']
@@ -64,8 +67,7 @@ def render_config(model: str, inputs: Sequence[TensorSpec], outputs: Sequence[Te
     lines.append(f"  preferred_batch_size: [ {', '.join(str(b) for b in cfg.preferred_batch_sizes)} ]")
     lines.append(f"  max_queue_delay_microseconds: {cfg.max_queue_delay_us}")
     lines.append("}")
-    listed = ", ".join(str(v) for v in sorted(versions)) or "1"
-    lines.append(f"version_policy: {{ specific: {{ versions: [ {listed} ] }} }}")
+    lines.append("version_policy: { all: {} }")
     kind = "KIND_GPU" if cfg.gpu else "KIND_CPU"
     lines.append(f"instance_group [ {{ kind: {kind} count: {cfg.instances} }} ]")
     if cfg.backend == "python":
@@ -87,14 +89,35 @@ class ModelRepository:
         return self.root / model / str(version)
 
     def versions(self, model: str) -> list[int]:
-        """Versions present in the repository."""
+        """Versions in service (numbered folders: what Triton loads)."""
         d = self.root / model
         return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
 
+    def retired(self, model: str) -> list[int]:
+        """Versions taken out of service but still on disk."""
+        d = self.root / model
+        return sorted(int(p.name.split("-", 1)[1]) for p in d.glob("retired-*")) if d.exists() else []
+
+    def retire(self, model: str, version: int) -> None:
+        """Take a version out of service (Triton unloads it on the next load call)."""
+        src = self.version_dir(model, version)
+        if src.exists():
+            dst = self.root / model / f"retired-{version}"
+            shutil.rmtree(dst, ignore_errors=True)
+            os.replace(src, dst)
+
+    def restore(self, model: str, version: int) -> bool:
+        """Put a retired version back in service; False if it is not on disk."""
+        src = self.root / model / f"retired-{version}"
+        if not src.exists():
+            return False
+        os.replace(src, self.version_dir(model, version))
+        return True
+
     def place(self, artifact_folder: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
-              *, loaded: Sequence[int], plaintext: Artifact | None = None) -> Path:
-        """Verify the artifact, copy it into its version folder (atomically), and write config.pbtxt
-        listing `loaded` versions. `plaintext` (the opened artifact) is needed only for the pytorch backend."""
+              *, plaintext: Artifact | None = None) -> Path:
+        """Verify the artifact, copy it into its version folder (atomically), and write config.pbtxt.
+        `plaintext` (the opened artifact) is needed only for the pytorch backend."""
         manifest = verify_folder(artifact_folder, self._verifier)
         model, version = manifest["model"], int(manifest["version"])
         final = self.version_dir(model, version)
@@ -113,20 +136,23 @@ class ModelRepository:
             # A folder already there is the same signed artifact (placement is idempotent): replace it whole.
             if final.exists():
                 shutil.rmtree(final)
+            shutil.rmtree(self.root / model / f"retired-{version}", ignore_errors=True)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self.write_config(model, inputs, outputs, loaded)
+        self.write_config(model, inputs, outputs)
         return final
 
-    def write_config(self, model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
-                     loaded: Sequence[int]) -> None:
-        """Rewrite config.pbtxt with the versions that should be loaded."""
+    def write_config(self, model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+        """Write config.pbtxt (unchanged content is not rewritten: a changed config reloads every version)."""
         path = self.root / model / "config.pbtxt"
         path.parent.mkdir(parents=True, exist_ok=True)
+        text = render_config(model, inputs, outputs, self.cfg)
+        if path.exists() and path.read_text() == text:
+            return
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(render_config(model, inputs, outputs, loaded, self.cfg))
+        tmp.write_text(text)
         os.replace(tmp, path)
         (self.root / model / "io.json").write_text(json.dumps({
             "inputs": [s.__dict__ for s in inputs], "outputs": [s.__dict__ for s in outputs]}))
@@ -138,5 +164,5 @@ class ModelRepository:
         return [mk(d) for d in doc["inputs"]], [mk(d) for d in doc["outputs"]]
 
     def remove(self, model: str, version: int) -> None:
-        """Delete a version's folder (after Triton unloaded it)."""
-        shutil.rmtree(self.version_dir(model, version), ignore_errors=True)
+        """Delete a retired version's folder for good."""
+        shutil.rmtree(self.root / model / f"retired-{version}", ignore_errors=True)

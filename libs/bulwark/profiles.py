@@ -1,4 +1,4 @@
-"""The training data's profile, shipped with each model version for the robustness guard.
+"""Data profiles: what the training data looked like, shipped with each model version (trainer), and the
 
 It holds, per field, the ranges and distributions the training data had (for schema and range checks and
 for drift: decile edges and category shares, the population-stability baseline), and, in the model's input
@@ -38,7 +38,8 @@ def field_profile(records: list[dict[str, Any]], fields: list[dict[str, Any]]) -
             x = np.array(values, dtype=np.float64)
             edges = np.unique(np.quantile(x, np.linspace(0, 1, 11)))
             counts = np.histogram(x, bins=edges)[0] if len(edges) > 1 else np.array([len(x)])
-            out[name] = {"kind": kind, "min": float(x.min()), "max": float(x.max()), "mean": float(x.mean()),
+            out[name] = {"kind": kind, "integer": bool(np.all(x == np.round(x))),
+                         "min": float(x.min()), "max": float(x.max()), "mean": float(x.mean()),
                          "std": float(x.std()), "q01": float(np.quantile(x, 0.01)), "q99": float(np.quantile(x, 0.99)),
                          "edges": edges.tolist(), "shares": (counts / max(counts.sum(), 1)).tolist()}
         else:
