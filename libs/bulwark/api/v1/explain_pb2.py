@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from bulwark.api.v1 import common_pb2 as bulwark_dot_api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62ulwark/api/v1/explain.proto\x12\x0e\x62ulwark.api.v1\x1a\x1b\x62ulwark/api/v1/common.proto\"\x89\x02\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12>\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32,.bulwark.api.v1.ExplainRequest.FeaturesEntry\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\r\n\x05steps\x18\x07 \x01(\x05\x12\x0e\n\x06target\x18\x08 \x01(\t\x1a\x46\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.bulwark.api.v1.Value:\x02\x38\x01\"-\n\x0b\x41ttribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"V\n\x0b\x43onvergence\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\x01\x12\x16\n\x0erelative_delta\x18\x02 \x01(\x01\x12\x11\n\tconverged\x18\x03 \x01(\x08\x12\r\n\x05steps\x18\x04 \x01(\x05\"\x9f\x03\n\x0f\x45xplainResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x31\n\x0c\x61ttributions\x18\x05 \x03(\x0b\x32\x1b.bulwark.api.v1.Attribution\x12?\n\x08\x62\x61seline\x18\x06 \x03(\x0b\x32-.bulwark.api.v1.ExplainResponse.BaselineEntry\x12\x0e\n\x06output\x18\x07 \x01(\x01\x12\x17\n\x0f\x62\x61seline_output\x18\x08 \x01(\x01\x12\x30\n\x0b\x63onvergence\x18\t \x01(\x0b\x32\x1b.bulwark.api.v1.Convergence\x12\x0e\n\x06\x63\x61\x63hed\x18\n \x01(\x08\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12(\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x19.bulwark.api.v1.ItemError\x1a/\n\rBaselineEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"D\n\x13\x45xplainBatchRequest\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.bulwark.api.v1.ExplainRequest\"F\n\x14\x45xplainBatchResponse\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.bulwark.api.v1.ExplainResponse2\xb7\x01\n\x0e\x45xplainService\x12J\n\x07\x45xplain\x12\x1e.bulwark.api.v1.ExplainRequest\x1a\x1f.bulwark.api.v1.ExplainResponse\x12Y\n\x0c\x45xplainBatch\x12#.bulwark.api.v1.ExplainBatchRequest\x1a$.bulwark.api.v1.ExplainBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62ulwark/api/v1/explain.proto\x12\x0e\x62ulwark.api.v1\x1a\x1b\x62ulwark/api/v1/common.proto\"\x89\x02\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12>\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32,.bulwark.api.v1.ExplainRequest.FeaturesEntry\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\r\n\x05steps\x18\x07 \x01(\x05\x12\x0e\n\x06target\x18\x08 \x01(\t\x1a\x46\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.bulwark.api.v1.Value:\x02\x38\x01\"-\n\x0b\x41ttribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\"V\n\x0b\x43onvergence\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\x01\x12\x16\n\x0erelative_delta\x18\x02 \x01(\x01\x12\x11\n\tconverged\x18\x03 \x01(\x08\x12\r\n\x05steps\x18\x04 \x01(\x05\"\xf3\x03\n\x0f\x45xplainResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x31\n\x0c\x61ttributions\x18\x05 \x03(\x0b\x32\x1b.bulwark.api.v1.Attribution\x12?\n\x08\x62\x61seline\x18\x06 \x03(\x0b\x32-.bulwark.api.v1.ExplainResponse.BaselineEntry\x12\x0e\n\x06output\x18\x07 \x01(\x01\x12\x17\n\x0f\x62\x61seline_output\x18\x08 \x01(\x01\x12\x30\n\x0b\x63onvergence\x18\t \x01(\x0b\x32\x1b.bulwark.api.v1.Convergence\x12\x0e\n\x06\x63\x61\x63hed\x18\n \x01(\x08\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12(\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x19.bulwark.api.v1.ItemError\x12\x15\n\rbaseline_kind\x18\r \x01(\t\x12\x12\n\nmodel_form\x18\x0e \x01(\t\x12\x17\n\x0f\x61rtifact_digest\x18\x0f \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x10 \x01(\t\x1a/\n\rBaselineEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"D\n\x13\x45xplainBatchRequest\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.bulwark.api.v1.ExplainRequest\"F\n\x14\x45xplainBatchResponse\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.bulwark.api.v1.ExplainResponse2\xb7\x01\n\x0e\x45xplainService\x12J\n\x07\x45xplain\x12\x1e.bulwark.api.v1.ExplainRequest\x1a\x1f.bulwark.api.v1.ExplainResponse\x12Y\n\x0c\x45xplainBatch\x12#.bulwark.api.v1.ExplainBatchRequest\x1a$.bulwark.api.v1.ExplainBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,13 +45,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERGENCE']._serialized_start=392
   _globals['_CONVERGENCE']._serialized_end=478
   _globals['_EXPLAINRESPONSE']._serialized_start=481
-  _globals['_EXPLAINRESPONSE']._serialized_end=896
-  _globals['_EXPLAINRESPONSE_BASELINEENTRY']._serialized_start=849
-  _globals['_EXPLAINRESPONSE_BASELINEENTRY']._serialized_end=896
-  _globals['_EXPLAINBATCHREQUEST']._serialized_start=898
-  _globals['_EXPLAINBATCHREQUEST']._serialized_end=966
-  _globals['_EXPLAINBATCHRESPONSE']._serialized_start=968
-  _globals['_EXPLAINBATCHRESPONSE']._serialized_end=1038
-  _globals['_EXPLAINSERVICE']._serialized_start=1041
-  _globals['_EXPLAINSERVICE']._serialized_end=1224
+  _globals['_EXPLAINRESPONSE']._serialized_end=980
+  _globals['_EXPLAINRESPONSE_BASELINEENTRY']._serialized_start=933
+  _globals['_EXPLAINRESPONSE_BASELINEENTRY']._serialized_end=980
+  _globals['_EXPLAINBATCHREQUEST']._serialized_start=982
+  _globals['_EXPLAINBATCHREQUEST']._serialized_end=1050
+  _globals['_EXPLAINBATCHRESPONSE']._serialized_start=1052
+  _globals['_EXPLAINBATCHRESPONSE']._serialized_end=1122
+  _globals['_EXPLAINSERVICE']._serialized_start=1125
+  _globals['_EXPLAINSERVICE']._serialized_end=1308
 # @@protoc_insertion_point(module_scope)

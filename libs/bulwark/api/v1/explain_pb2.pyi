@@ -55,7 +55,7 @@ class Convergence(_message.Message):
     def __init__(self, delta: _Optional[float] = ..., relative_delta: _Optional[float] = ..., converged: _Optional[bool] = ..., steps: _Optional[int] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("model", "version", "method", "target", "attributions", "baseline", "output", "baseline_output", "convergence", "cached", "request_id", "error")
+    __slots__ = ("model", "version", "method", "target", "attributions", "baseline", "output", "baseline_output", "convergence", "cached", "request_id", "error", "baseline_kind", "model_form", "artifact_digest", "family")
     class BaselineEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,10 @@ class ExplainResponse(_message.Message):
     CACHED_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FORM_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     method: str
@@ -87,7 +91,11 @@ class ExplainResponse(_message.Message):
     cached: bool
     request_id: str
     error: _common_pb2.ItemError
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., method: _Optional[str] = ..., target: _Optional[str] = ..., attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., baseline: _Optional[_Mapping[str, float]] = ..., output: _Optional[float] = ..., baseline_output: _Optional[float] = ..., convergence: _Optional[_Union[Convergence, _Mapping]] = ..., cached: _Optional[bool] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
+    baseline_kind: str
+    model_form: str
+    artifact_digest: str
+    family: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., method: _Optional[str] = ..., target: _Optional[str] = ..., attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., baseline: _Optional[_Mapping[str, float]] = ..., output: _Optional[float] = ..., baseline_output: _Optional[float] = ..., convergence: _Optional[_Union[Convergence, _Mapping]] = ..., cached: _Optional[bool] = ..., request_id: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ..., baseline_kind: _Optional[str] = ..., model_form: _Optional[str] = ..., artifact_digest: _Optional[str] = ..., family: _Optional[str] = ...) -> None: ...
 
 class ExplainBatchRequest(_message.Message):
     __slots__ = ("items",)
