@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from bulwark.errors import BulwarkError
+from bulwark.errors import GRPC_STATUS, BulwarkError
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +162,16 @@ def build_server(*, port: int, host: str = "0.0.0.0",
     for name in ["", *service_names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     return srv
+
+
+def item_error(exc: BulwarkError) -> Any:
+    """A failed item of a batch or stream, as `common_pb2.ItemError` (reason, message, gRPC code number)."""
+    from bulwark.api.v1 import common_pb2
+
+    return common_pb2.ItemError(reason=exc.reason.value, message=exc.message, code=GRPC_STATUS[exc.reason].value[0])
+
+
+def remaining_s(context: grpc.ServicerContext, default_s: float, margin_s: float = 0.005) -> float:
+    """Seconds left of the caller's deadline, less a margin to answer in; `default_s` when none was sent."""
+    remaining = context.time_remaining()
+    return default_s if remaining is None else max(remaining - margin_s, 0.0)

@@ -88,6 +88,13 @@ class RedisKeys:
         """Per-client request counts. Owner: the guard. TTL: the window length."""
         return f"{self.prefix}:rate:{client}:{window}"
 
+    def extraction(self, client: str, kind: str, window: str) -> str:
+        """The extraction defence's per-client state: `q` (hash of query, out-of-distribution and near-boundary
+        counts per sub-window), `c` (HyperLogLog of input-grid cells per sub-window), `m` (queries per minute),
+        `t` (the throttle mark). Owner: inference front door. TTL: the window plus one sub-window; `m` 2 min;
+        `t` the policy's throttle_s. The client is a hash tag, so a PFCOUNT over sub-windows works on a cluster."""
+        return f"{self.prefix}:extract:{{{client}}}:{kind}:{window}"
+
     def subject_key(self, subject_token: str) -> str:
         """A subject's wrapped field-encryption key. Owner: anonymizer. TTL: none; deleted by forget."""
         return f"{self.prefix}:subjkey:{subject_token}"

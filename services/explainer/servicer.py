@@ -7,7 +7,8 @@ from typing import Any
 import grpc
 
 from bulwark.api.v1 import common_pb2, explain_pb2, explain_pb2_grpc
-from bulwark.errors import GRPC_STATUS, BulwarkError, InvalidArgumentError, Reason
+from bulwark.errors import BulwarkError, InvalidArgumentError, Reason
+from bulwark.grpcx import item_error, remaining_s
 from services.explainer.dataplane import ExplainerDataPlane, ExplainInput, ExplainOutput
 
 SERVICE_NAME = "bulwark.api.v1.ExplainService"
@@ -46,8 +47,7 @@ def to_response(out: ExplainOutput) -> explain_pb2.ExplainResponse:
 
 def error_item(exc: BulwarkError, request_id: str = "") -> explain_pb2.ExplainResponse:
     """A batch item that failed."""
-    return explain_pb2.ExplainResponse(request_id=request_id, error=common_pb2.ItemError(
-        reason=exc.reason.value, message=exc.message, code=GRPC_STATUS[exc.reason].value[0]))
+    return explain_pb2.ExplainResponse(request_id=request_id, error=item_error(exc))
 
 
 class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
@@ -57,8 +57,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         self._plane = plane
 
     def _deadline(self, context: grpc.ServicerContext) -> float:
-        remaining = context.time_remaining()
-        return self._plane.own.default_deadline_s if remaining is None else max(remaining - 0.01, 0.0)
+        return remaining_s(context, self._plane.own.default_deadline_s, 0.01)
 
     def Explain(self, request: explain_pb2.ExplainRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Attributions for one input, or for the prediction logged under a request id."""

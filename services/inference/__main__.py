@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bulwark.api.v1 import inference_pb2_grpc
 from bulwark.auth import AuthInterceptor, load_credentials
-from bulwark.bus.producer import LazyEventProducer
+from bulwark.bus.producer import LazyEventProducer, Output
 from bulwark.crypto import load_verifier
 from bulwark.grpcx import build_server, server_tls
 from bulwark.live import LiveReader
@@ -13,6 +13,7 @@ from bulwark.runtime import ServiceRuntime, main_guard
 from bulwark.settings import CommonSettings, load_settings
 from bulwark.triton.client import TritonClient
 from bulwark.versions import VersionCatalog
+from bulwark.guard.extraction import ExtractionDefence
 from bulwark.guard.online import OnlineGuard
 from bulwark.guard.policy import load_guard_policy
 from bulwark.guard.settings import GuardSettings
@@ -34,13 +35,17 @@ def main() -> None:
     catalog = VersionCatalog(ModelRegistry(rt.redis, rt.keys), load_verifier(settings.keys_path))
     producer = LazyEventProducer(settings, client_id="inference-log")
     guard_settings = load_settings(GuardSettings)
-    guard = None
+    guard = extraction = None
     if guard_settings.online:
+        policy = load_guard_policy(guard_settings.policy)
         flags = FlagAlerts(settings, producer, interval_s=guard_settings.alert_interval_s)
-        guard = OnlineGuard(load_guard_policy(guard_settings.policy).online, rt.redis, rt.keys,
+        guard = OnlineGuard(policy.online, rt.redis, rt.keys,
                             ModelRegistry(rt.redis, rt.keys), load_verifier(settings.keys_path), on_flag=flags)
+        if policy.extraction.enabled:
+            extraction = ExtractionDefence(policy.extraction, rt.redis, rt.keys, on_alert=lambda e: producer.send_nowait(
+                Output(settings.topics.alerts, e)))
     plane = InferenceDataPlane(settings, own, rt.redis, triton, catalog,
-                               LiveReader(rt.redis, rt.keys, ttl_s=own.live_cache_s), producer, guard)
+                               LiveReader(rt.redis, rt.keys, ttl_s=own.live_cache_s), producer, guard, extraction)
     auth = AuthInterceptor(load_credentials(settings.keys_path), METHOD_SCOPES, required=settings.auth_required)
     server = build_server(port=own.port, host=own.host, service_names=[SERVICE_NAME], max_workers=own.threads,
                           register=[(inference_pb2_grpc.add_InferenceServiceServicer_to_server,

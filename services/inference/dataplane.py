@@ -24,6 +24,7 @@ import redis
 from bulwark.bus.producer import EventProducer, Output
 from bulwark.errors import BulwarkError, InvalidArgumentError, Reason
 from bulwark.events import Envelope
+from bulwark.guard.extraction import ALLOW, Assessment, ExtractionDefence
 from bulwark.guard.online import OnlineGuard, Verdict
 from bulwark.live import LiveReader
 from bulwark.pii import TextScanner
@@ -114,7 +115,7 @@ class InferenceDataPlane:
 
     def __init__(self, settings: CommonSettings, own: InferenceSettings, client: redis.Redis, triton: TritonClient,
                  catalog: VersionCatalog, live: LiveReader, producer: EventProducer | None,
-                 guard: OnlineGuard | NoGuard | None = None) -> None:
+                 guard: OnlineGuard | NoGuard | None = None, extraction: ExtractionDefence | None = None) -> None:
         self.settings = settings
         self.own = own
         self.redis = client
@@ -123,9 +124,11 @@ class InferenceDataPlane:
         self.catalog = catalog
         self.live = live
         self.guard = guard or NoGuard()
+        self.extraction = extraction
         self._producer = producer
         self._scanner = TextScanner()
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
+        self._cache_writer = CacheWriter(self.redis, self.own.cache_ttl_s)
         self._rng = random.Random()
 
     # ------------------------------------------------------------------ public
@@ -153,7 +156,7 @@ class InferenceDataPlane:
             except BulwarkError as exc:
                 results[i] = exc
         for (model, version), items in groups.items():
-            self._serve_group(model, version, items, results, started, deadline_s)
+            self._serve_group(model, version, items, results, started, deadline_s, identity)
         return [r if r is not None else BulwarkError(Reason.INTERNAL, "no result") for r in results]
 
     # ------------------------------------------------------------------ steps
@@ -179,7 +182,7 @@ class InferenceDataPlane:
         return version, shadow, route
 
     def _serve_group(self, model: str, version: int, items: list, results: list, started: float,
-                     deadline_s: float) -> None:
+                     deadline_s: float, identity: str = "") -> None:
         try:
             served = self.catalog.get(model, version)
         except BulwarkError as exc:
@@ -205,10 +208,17 @@ class InferenceDataPlane:
         if not todo:
             return
         keys = [self.keys.prediction_cache(model, str(version), input_hash(t[1])) for t in todo]
-        cached, count = self._lookup(keys, model, todo[0][2], len(todo))
+        # The extraction budget follows the authenticated caller when there is one (a client key is the caller's
+        # to change per call).
+        principal = identity if identity not in ("", "anonymous") else todo[0][2]
+        cached, count, xa = self._lookup(keys, model, todo[0][2], len(todo), served, principal, [t[6] for t in todo])
         if self.guard.rate_exceeded(count):
             for item, verdict in zip(todo, self.guard.throttled(len(todo))):
                 results[item[0]] = _rejected(verdict)
+            return
+        if xa.reject is not None:
+            for item in todo:
+                results[item[0]] = xa.reject
             return
         misses = [k for k, hit in enumerate(cached) if hit is None]
         answers: dict[int, dict[str, Any]] = {k: cached[k] for k in range(len(todo)) if cached[k] is not None}
@@ -228,6 +238,8 @@ class InferenceDataPlane:
                 self.guard.after(served, fresh, logits, outs[1] if len(outs) > 1 else None,
                                  [todo[k][6] for k in misses])
                 probs = softmax(logits)
+                if self.extraction is not None and xa.who:
+                    self.extraction.observe(xa.who, probs, [v.ood_score for v in fresh])
                 for row, k in enumerate(misses):
                     answers[k] = {"p": [float(x) for x in probs[row]], "g": _verdict_doc(fresh[row])}
                 self._cache_put([keys[k] for k in misses], [answers[k] for k in misses])
@@ -246,31 +258,34 @@ class InferenceDataPlane:
             if verdict.action == "flag":
                 self.guard.flagged(served, record, verdict)
             self._log(out, req, client, served, shadow, arrays)
+            if self.extraction is not None:
+                results[i] = self.extraction.harden(out, xa)  # inference.log keeps the full answer
 
-    def _lookup(self, keys: list[str], model: str, client: str, n: int) -> tuple[list[dict[str, Any] | None], int | None]:
-        """Cached answers and the client's rate count, in one Redis round trip."""
+    def _lookup(self, keys: list[str], model: str, client: str, n: int, served: ServedVersion, principal: str,
+                records: list[dict[str, Any]]) -> tuple[list[dict[str, Any] | None], int | None, Assessment]:
+        """Cached answers, the client's rate count and its extraction assessment, in one Redis round trip."""
         try:
             pipe = self.redis.pipeline(transaction=False)
             if self.own.cache_ttl_s:
                 pipe.mget(keys)
+            rate_at = len(pipe)
             self.guard.count(pipe, model, client, n)
+            counted = len(pipe) > rate_at
+            ticket = None
+            if self.extraction is not None:
+                ticket = self.extraction.queue(pipe, model, principal, records, (served.profile or {}).get("fields") or {})
             replies = pipe.execute() if len(pipe) else []
         except redis.RedisError:
-            return [None] * len(keys), None  # a Redis outage costs speed (no cache), never answers
+            return [None] * len(keys), None, ALLOW  # a Redis outage costs speed (no cache), never answers
         raw = replies[0] if self.own.cache_ttl_s else [None] * len(keys)
-        count = replies[1 if self.own.cache_ttl_s else 0] if len(replies) > (1 if self.own.cache_ttl_s else 0) else None
-        return [orjson.loads(v) if v is not None else None for v in raw], count
+        count = replies[rate_at] if counted else None
+        xa = self.extraction.assess(ticket, replies) if ticket is not None else ALLOW
+        return [orjson.loads(v) if v is not None else None for v in raw], count, xa
 
     def _cache_put(self, keys: list[str], values: list[dict[str, Any]]) -> None:
-        if not self.own.cache_ttl_s or not keys:
-            return
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for k, v in zip(keys, values):
-                pipe.set(k, orjson.dumps(v), ex=self.own.cache_ttl_s)
-            pipe.execute()
-        except redis.RedisError:
-            pass
+        # The answer does not wait for its cache write: a writer thread pipelines what is pending.
+        if self.own.cache_ttl_s and keys:
+            self._cache_writer.put([(k, orjson.dumps(v)) for k, v in zip(keys, values)])
 
     # ------------------------------------------------------------------ inference.log
     def _log(self, out: PredictOutput, req: PredictInput, client: str, served: ServedVersion, shadow: int | None,
@@ -320,6 +335,55 @@ class InferenceDataPlane:
     def close(self) -> None:
         """Stop background work."""
         self._shadow_pool.shutdown(wait=True)
+        self._cache_writer.close()
+
+
+class CacheWriter:
+    """Writes cache entries off the request path: one thread, each round trip pipelines everything pending.
+
+    A write lost to a Redis outage or a crash only costs a later cache miss, never a wrong answer.
+    """
+
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        import queue
+        import threading
+
+        self._client = client
+        self._ttl_s = ttl_s
+        self._queue: queue.SimpleQueue[list[tuple[str, bytes]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="cache-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, entries: list[tuple[str, bytes]]) -> None:
+        """Queue entries for writing."""
+        self._queue.put(entries)
+
+    def _run(self) -> None:
+        import queue
+
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            entries = [e for item in batch if item for e in item]
+            if entries:
+                try:
+                    pipe = self._client.pipeline(transaction=False)
+                    for key, value in entries:
+                        pipe.set(key, value, ex=self._ttl_s)
+                    pipe.execute()
+                except redis.RedisError:
+                    pass
+            if None in batch:
+                return
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is pending, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout_s)
 
 
 def _verdict_doc(v: Verdict) -> dict[str, Any]:

@@ -8,7 +8,8 @@ import grpc
 
 from bulwark.api.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from bulwark.auth import current_identity
-from bulwark.errors import GRPC_STATUS, BulwarkError, InvalidArgumentError, Reason
+from bulwark.errors import BulwarkError, InvalidArgumentError, Reason
+from bulwark.grpcx import item_error, remaining_s
 from services.inference.dataplane import InferenceDataPlane, PredictInput, PredictOutput
 
 SERVICE_NAME = "bulwark.api.v1.InferenceService"
@@ -41,8 +42,7 @@ def to_response(out: PredictOutput) -> inference_pb2.PredictResponse:
 
 def error_item(exc: BulwarkError, request_id: str = "") -> inference_pb2.PredictResponse:
     """A batch or stream item that failed."""
-    return inference_pb2.PredictResponse(request_id=request_id, error=common_pb2.ItemError(
-        reason=exc.reason.value, message=exc.message, code=GRPC_STATUS[exc.reason].value[0]))
+    return inference_pb2.PredictResponse(request_id=request_id, error=item_error(exc))
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
@@ -52,8 +52,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._plane = plane
 
     def _deadline(self, context: grpc.ServicerContext) -> float:
-        remaining = context.time_remaining()
-        return self._plane.own.default_deadline_s if remaining is None else max(remaining - 0.005, 0.0)
+        return remaining_s(context, self._plane.own.default_deadline_s, 0.005)
 
     def Predict(self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """One prediction."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from bulwark.cli.output import emit
+from bulwark.auth import SCOPES
 from bulwark.crypto.keys import RINGS
 
 
@@ -47,11 +48,52 @@ def keys_list(keys_dir: str | None, as_json: bool) -> None:
 @keys.command("rotate")
 @click.argument("ring", type=click.Choice([*RINGS, "signing"]))
 @click.option("--dir", "keys_dir", default=None, help="Key folder.")
-def keys_rotate(ring: str, keys_dir: str | None) -> None:
+@click.option("--rewrap/--no-rewrap", default=True,
+              help="For kek: re-wrap every artifact's data key under the new key (weights are not re-encrypted).")
+@click.option("--store", default=None, help="Artifact store folder (default BULWARK_ARTIFACT_STORE or <home>/artifacts).")
+def keys_rotate(ring: str, keys_dir: str | None, rewrap: bool, store: str | None) -> None:
     """Add a fresh key to RING and make it active; old keys stay, so old data still opens."""
-    from bulwark.crypto.keyset import rotate
+    from bulwark.crypto.keys import RING_KEK, load_ring
+    from bulwark.crypto.keyset import rewrap_artifacts, rotate
 
-    click.echo(f"{ring}: new active key {rotate(_dir(keys_dir), ring)}")
+    folder = _dir(keys_dir)
+    old = load_ring(RING_KEK, folder) if ring == RING_KEK else None
+    click.echo(f"{ring}: new active key {rotate(folder, ring)}")
+    if old is not None and rewrap:
+        from bulwark.cli.main import cli_settings
+
+        root = Path(store) if store else cli_settings().artifacts_path
+        click.echo(f"kek: {rewrap_artifacts(root, folder, old)} artifact(s) re-wrapped in {root}")
+
+
+@keys.command("token")
+@click.argument("identity")
+@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(list(SCOPES)),
+              help="A scope the token grants (repeat for several).")
+@click.option("--dir", "keys_dir", default=None, help="Key folder (tokens.json lives there).")
+def keys_token(identity: str, scopes: tuple[str, ...], keys_dir: str | None) -> None:
+    """Issue a bearer token for IDENTITY; it is printed once, only its hash is stored."""
+    from bulwark.auth import load_credentials, save_credentials
+
+    folder = _dir(keys_dir)
+    creds = load_credentials(folder)
+    token = creds.add_token(identity, list(scopes))
+    save_credentials(creds, folder)
+    click.echo(token)
+    click.echo(f"token {creds.tokens[-1]['id']} for {identity} ({', '.join(sorted(set(scopes)))}): shown once, "
+               "store it now", err=True)
+
+
+@keys.command("tokens")
+@click.option("--dir", "keys_dir", default=None, help="Key folder.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_tokens(keys_dir: str | None, as_json: bool) -> None:
+    """Issued tokens: id, identity and scopes (never the token or its hash)."""
+    from bulwark.auth import load_credentials
+
+    rows = [{"id": t["id"], "identity": t["identity"], "scopes": ",".join(t["scopes"])}
+            for t in load_credentials(_dir(keys_dir)).tokens]
+    emit(rows, as_json=as_json)
 
 
 COMMANDS = [keys]

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bulwark.crypto.keys import RINGS, KeyRing, load_ring, save_ring
+from bulwark.crypto.keys import RING_KEK, RINGS, KeyRing, load_ring, save_ring
 from bulwark.crypto.signing import SIGNING_FILE, VERIFY_FILE, Signer, Verifier, load_verifier
 
 
@@ -50,6 +50,25 @@ def rotate(keys_dir: Path, ring: str) -> str:
     new = load_ring(ring, keys_dir).rotated()
     save_ring(new, keys_dir)
     return new.active
+
+
+def rewrap_artifacts(store_root: Path, keys_dir: Path, old: KeyRing) -> int:
+    """Re-wrap every artifact's data key in `store_root` under the `kek` ring's active key and re-sign it
+    (weights untouched); `old` is the ring before rotation. Returns how many artifacts moved."""
+    from bulwark.artifacts import STAGES, ArtifactStore
+
+    new = load_ring(RING_KEK, keys_dir)
+    signer = Signer.from_pem((keys_dir / SIGNING_FILE).read_bytes())
+    store = ArtifactStore(store_root, verifier=load_verifier(keys_dir), kek=KeyRing(RING_KEK, old.active,
+                                                                                  {**old.keys, **new.keys}))
+    moved = 0
+    for model_dir in sorted(p for p in store_root.iterdir() if p.is_dir()) if store_root.exists() else []:
+        for version in store.versions(model_dir.name):
+            for stage in STAGES:
+                if (store.path(model_dir.name, version, stage) / "manifest.json").exists():
+                    store.rewrap(model_dir.name, version, stage, new, signer)
+                    moved += 1
+    return moved
 
 
 def list_keys(keys_dir: Path) -> list[KeyInfo]:

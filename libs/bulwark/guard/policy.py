@@ -1,5 +1,6 @@
 """The robustness policy: attack strengths, the gate's thresholds, the online guard's thresholds, rate
-limits and drift limits. Read from `BULWARK_GUARD_POLICY` (a YAML file) or the defaults below.
+limits, the extraction defence and drift limits. Read from `BULWARK_GUARD_POLICY` (a YAML file) or the
+defaults below.
 
 Epsilons are in the model's standardized input space (one unit = one training standard deviation of the
 feature), on the numeric features only.
@@ -8,6 +9,7 @@ feature), on the numeric features only.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -70,6 +72,47 @@ class OnlinePolicy(_Section):
     """Requests one client may make within any one second."""
 
 
+class ExtractionPolicy(_Section):
+    """The front door's model-extraction defence (see `bulwark.guard.extraction`), per client."""
+
+    enabled: bool = True
+    """Count queries per client and apply the budget, hardening and detection below."""
+    window_s: int = Field(3600, ge=60)
+    """Length of the sliding window budgets and detection look at."""
+    buckets: int = Field(12, ge=1, le=120)
+    """Sub-windows the window is counted in (it slides by window_s / buckets)."""
+    budget: int = Field(20000, ge=1)
+    """Queries one client may make per window; more is RESOURCE_EXHAUSTED."""
+    output: Literal["full", "rounded", "label"] = "full"
+    """What every client sees: all probabilities, probabilities rounded to `round_digits`, or the label only."""
+    round_digits: int = Field(1, ge=0, le=6)
+    """Decimals kept by `output: rounded`."""
+    detect: bool = True
+    """Look for extraction-like traffic and throttle the clients that show it."""
+    min_queries: int = Field(200, ge=1)
+    """Queries in the window before a client is judged."""
+    volume: int = Field(10000, ge=1)
+    """Queries in the window that alone mark a client."""
+    grid_bins: int = Field(4, ge=1, le=64)
+    """Bins per numeric field (over its training range) of the coverage grid."""
+    coverage_cells: int = Field(150, ge=1)
+    """Distinct grid cells in the window that mark a client (with `coverage_share`)."""
+    coverage_share: float = Field(0.5, gt=0, le=1)
+    """...when distinct cells are also at least this share of its queries."""
+    ood_score: float = Field(1.5, gt=0)
+    """A query with the guard's out-of-distribution score at or above this counts as out of distribution."""
+    ood_share: float = Field(0.3, gt=0, le=1)
+    """Share of out-of-distribution queries that marks a client."""
+    boundary_margin: float = Field(0.2, gt=0, le=1)
+    """A query whose two highest probabilities are closer than this is near the decision boundary."""
+    boundary_share: float = Field(0.3, gt=0, le=1)
+    """Share of near-boundary queries that marks a client."""
+    throttle_s: int = Field(3600, ge=1)
+    """How long a marked client stays throttled."""
+    throttle_per_minute: int = Field(60, ge=1)
+    """Queries per minute a throttled client may make (answered with the label only)."""
+
+
 class DriftPolicy(_Section):
     """When the live traffic no longer looks like the training data."""
 
@@ -88,6 +131,7 @@ class GuardPolicy(_Section):
     attack: AttackPolicy = AttackPolicy()
     gate: GatePolicy = GatePolicy()
     online: OnlinePolicy = OnlinePolicy()
+    extraction: ExtractionPolicy = ExtractionPolicy()
     drift: DriftPolicy = DriftPolicy()
 
 

@@ -1,0 +1,237 @@
+"""Inference figures, on a real version made by the trainer's code path and served by a real tritonserver:
+
+- the front door's p50 overhead over a direct tritonclient call to Triton (target <= 1 ms), both at batch 1
+  and with every request a cache miss, beside a direct in-process torch call (the limit);
+- cached against uncached responses through the front door (target >= 5x faster);
+- throughput at 16 concurrent clients (dynamic batching in Triton) against the batch-1 rate of one client
+  (target >= 3x), through the front door and on Triton alone;
+- perf_analyzer's figures for Triton alone at concurrency 1 and 16, beside ours.
+
+Clients run in this process (one gRPC channel, futures for concurrency), so the two cores of a small machine
+are shared between the load generator, the front door and Triton: ratios, not absolute rates, are the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import numpy as np
+import torch
+
+from _common import Row, progress, save
+from _models import train_version
+from bulwark.api.v1 import inference_pb2, inference_pb2_grpc
+from bulwark.crypto import load_verifier
+from bulwark.grpc_client import to_values
+from bulwark.redis_client import make_redis
+from bulwark.redis_keys import RedisKeys
+from bulwark.reference import CATEGORICAL_FIELDS, FLAG_FIELDS, NUMERIC_FIELDS, ReferenceGenerator
+from bulwark.registry import ModelRegistry
+from bulwark.testing.services import ServiceProcess
+from bulwark.testing.stack import TestStack, topic_env
+from bulwark.triton.client import TritonClient
+from bulwark.versions import VersionCatalog
+from tests.integration.helpers import deploy
+
+FIELDS = NUMERIC_FIELDS + CATEGORICAL_FIELDS + FLAG_FIELDS
+
+
+def p50_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def timed(fn, items) -> list[float]:  # noqa: ANN001
+    out = []
+    for item in items:
+        t = time.perf_counter()
+        fn(item)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def closed_loop(submit, items: list, concurrency: int, seconds: float) -> float:  # noqa: ANN001
+    """Requests per second with `concurrency` requests always in flight (a new one starts as one finishes)."""
+    done = 0
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+    finished = threading.Event()
+    active = [concurrency]
+    index = [0]
+
+    def launch() -> None:
+        with lock:
+            i = index[0] = index[0] + 1
+        fut = submit(items[i % len(items)])
+        fut.add_done_callback(on_done)
+
+    def on_done(fut) -> None:  # noqa: ANN001
+        nonlocal done
+        fut.result()
+        with lock:
+            done += 1
+        if time.perf_counter() < stop:
+            launch()
+        else:
+            with lock:
+                active[0] -= 1
+                if active[0] == 0:
+                    finished.set()
+
+    started = time.perf_counter()
+    for _ in range(concurrency):
+        launch()
+    finished.wait(seconds + 30)
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=1500, help="timed requests per latency figure")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each throughput run")
+    args = parser.parse_args()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = TestStack(Path(tmp))
+        try:
+            progress("starting broker, Redis and Triton; training a version")
+            topics = stack.topics(partitions=2)
+            settings = stack.settings(triton=True, redis_prefix="bi" + uuid.uuid4().hex[:8], home=Path(tmp) / "home",
+                                      **topics)
+            model = "bench-fraud"
+            outcome = train_version(stack, settings, model=model, events=4000, seed=5)
+            deploy(stack, settings, model, [outcome.version], live=outcome.version)
+            served = VersionCatalog(ModelRegistry(make_redis(settings), RedisKeys(settings.redis_prefix)),
+                                    load_verifier(stack.keys_dir)).get(model, outcome.version)
+            records = [{k: e.payload[k] for k in FIELDS} for e in ReferenceGenerator(seed=9).events(args.requests * 3)]
+            # Distinct inputs: every request below is a cache miss unless it is meant to hit.
+            for i, r in enumerate(records):
+                r["amount"] = round(float(r["amount"]) + i * 1e-3, 3)
+
+            # The load generator is one client; lift the per-client rate limit (the guard's checks still run).
+            policy = Path(tmp) / "guard.yaml"
+            policy.write_text("online:\n  rate_per_s: 1000000\n  burst: 1000000\n")
+            env = {**stack.env(triton=True), **topic_env(topics), "BULWARK_REDIS_PREFIX": settings.redis_prefix,
+                   "BULWARK_HOME": str(Path(tmp) / "home"), "BULWARK_INFERENCE_PORT": "0",
+                   "BULWARK_GUARD_POLICY": str(policy)}
+            door = ServiceProcess("services.inference", "inference", env, Path(tmp) / "logs").start()
+            port = make_redis(settings).hget(RedisKeys(settings.redis_prefix).heartbeat("inference", door.instance),
+                                             "x_grpc_port")
+            channel = grpc.insecure_channel(f"127.0.0.1:{int(port)}")
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            req = lambda r: inference_pb2.PredictRequest(model=model, features=to_values(r))  # noqa: E731
+
+            # --- the limit: the same TorchScript module, in process
+            from bulwark.families import FAMILIES
+            from bulwark.artifacts import ArtifactStore
+            from bulwark.crypto import load_ring
+            from bulwark.crypto.keys import RING_KEK
+
+            store = ArtifactStore(settings.artifacts_path, verifier=load_verifier(stack.keys_dir),
+                                  kek=load_ring(RING_KEK, stack.keys_dir))
+            loaded = FAMILIES.get("mlp").load(store.open(model, outcome.version, "trained"))
+            torch.set_num_threads(1)
+            encoded = [served.encode([r]) for r in records]
+            with torch.inference_mode():
+                run_torch = lambda a: loaded.module(torch.from_numpy(a[0]))  # noqa: E731
+                timed(run_torch, encoded[:100])
+                t_torch = timed(run_torch, encoded[:args.requests])
+
+            # --- direct tritonclient, batch 1
+            triton = TritonClient(stack.triton.spec.endpoints["grpc"])
+            call_triton = lambda a: triton.infer(model, outcome.version, a, served.inputs, served.outputs, timeout_s=10)  # noqa: E731
+            progress("direct Triton, batch 1")
+            timed(call_triton, encoded[:100])
+            t_triton = timed(call_triton, encoded[100:100 + args.requests])
+
+            # --- front door, uncached (fresh inputs) and cached (the same inputs again)
+            progress("front door, uncached then cached")
+            fresh = records[args.requests:2 * args.requests]
+            timed(lambda r: stub.Predict(req(r), timeout=10), records[-100:])
+            t_door = timed(lambda r: stub.Predict(req(r), timeout=10), fresh)
+            t_cached = timed(lambda r: stub.Predict(req(r), timeout=10), fresh)
+            sample = stub.Predict(req(fresh[0]), timeout=10)
+            assert sample.cached, "the repeat was not served from the cache"
+
+            overhead = p50_ms(t_door) - p50_ms(t_triton)
+            rows += [
+                Row("inference", "direct torch call p50", p50_ms(t_torch), "ms", "in-process TorchScript"),
+                Row("inference", "direct Triton p50 (batch 1)", p50_ms(t_triton), "ms", "tritonclient gRPC"),
+                Row("inference", "front door p50, uncached", p50_ms(t_door), "ms", "incl. guard, cache miss, log"),
+                Row("inference", "front door overhead over Triton p50", overhead, "ms", "direct Triton", "<= 1 ms",
+                    overhead <= 1.0),
+                Row("inference", "front door p50, cached", p50_ms(t_cached), "ms", "Redis hit"),
+                Row("inference", "cache speedup (p50)", p50_ms(t_door) / p50_ms(t_cached), "x", "uncached",
+                    ">= 5x", p50_ms(t_door) / p50_ms(t_cached) >= 5),
+            ]
+
+            # --- throughput: 1 client at batch 1 vs 16 concurrent clients (Triton batches dynamically)
+            progress("throughput, 1 and 16 concurrent clients")
+            door_items = [req(r) for r in records]
+            submit_door = lambda m: stub.Predict.future(m, timeout=30)  # noqa: E731
+            rate1 = closed_loop(submit_door, door_items, 1, args.seconds)
+            # the 16-client run sends inputs not seen before, so the cache cannot help it
+            door_items16 = [req(dict(r, amount=r["amount"] + 0.0005)) for r in records]
+            rate16 = closed_loop(submit_door, door_items16, 16, args.seconds)
+            rows += [
+                Row("inference", "front door rate, 1 client", rate1, "req/s", ""),
+                Row("inference", "front door rate, 16 clients", rate16, "req/s", ""),
+                Row("inference", "front door 16-client / 1-client rate", rate16 / rate1, "x", "batch-1 rate",
+                    ">= 3x", rate16 / rate1 >= 3),
+            ]
+            import tritonclient.grpc as tg
+
+            raw = tg.InferenceServerClient(stack.triton.spec.endpoints["grpc"])
+
+            def submit_triton(a):  # noqa: ANN001, ANN202
+                from concurrent.futures import Future
+
+                fut: Future = Future()
+                inp = tg.InferInput(served.inputs[0].name, list(a[0].shape), "FP32")
+                inp.set_data_from_numpy(a[0])
+                raw.async_infer(model, [inp], lambda result, error: fut.set_result(result) if error is None
+                                else fut.set_exception(error), model_version=str(outcome.version))
+                return fut
+
+            t1 = closed_loop(submit_triton, encoded, 1, args.seconds)
+            t16 = closed_loop(submit_triton, encoded, 16, args.seconds)
+            rows += [
+                Row("inference", "Triton rate, 1 client (tritonclient)", t1, "infer/s", ""),
+                Row("inference", "Triton rate, 16 clients (tritonclient)", t16, "infer/s", ""),
+                Row("inference", "Triton 16-client / 1-client rate", t16 / t1, "x", "batch-1 rate", ">= 3x",
+                    t16 / t1 >= 3),
+            ]
+
+            # --- perf_analyzer: Triton alone, its own C++ load generator
+            progress("perf_analyzer on Triton alone")
+            try:
+                import _perf_analyzer
+
+                width = served.inputs[0].dims[-1] if hasattr(served.inputs[0], "dims") else encoded[0][0].shape[1]
+                shape = [f"{served.inputs[0].name}:{width}"]
+                pa1 = _perf_analyzer.measure(stack.triton.spec.endpoints["grpc"], model, outcome.version, 1, shape=shape)
+                pa16 = _perf_analyzer.measure(stack.triton.spec.endpoints["grpc"], model, outcome.version, 16, shape=shape)
+                rows += [
+                    Row("inference", "perf_analyzer rate, concurrency 1", pa1["throughput"], "infer/s", "Triton alone"),
+                    Row("inference", "perf_analyzer p50, concurrency 1", pa1["p50_ms"], "ms", "Triton alone"),
+                    Row("inference", "perf_analyzer rate, concurrency 16", pa16["throughput"], "infer/s", "Triton alone"),
+                    Row("inference", "perf_analyzer 16 / 1 rate", pa16["throughput"] / pa1["throughput"], "x",
+                        "batch-1 rate", ">= 3x", pa16["throughput"] / pa1["throughput"] >= 3),
+                ]
+            except Exception as exc:  # noqa: BLE001 - the bench's own figures stand without it
+                progress(f"perf_analyzer unavailable: {exc}")
+            channel.close()
+            door.terminate()
+        finally:
+            stack.stop()
+    save("inference", rows)
+
+
+if __name__ == "__main__":
+    main()

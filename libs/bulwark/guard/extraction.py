@@ -1,0 +1,250 @@
+"""Model-extraction defence for the front door: query budgets, output hardening, detection and throttling.
+
+A client that wants to copy a model sends many queries and trains a surrogate on the answers (Tramèr et
+al., "Stealing Machine Learning Models via Prediction APIs", USENIX Security 2016; Orekondy et al.,
+"Knockoff Nets", CVPR 2019). Four controls answer it, all per client and all in Redis, so every front-door
+replica sees the same counts:
+
+- a query budget over a sliding window (`window_s`, counted in `buckets` sub-windows: the window slides by
+  one sub-window), separate from the guard's one-second burst limit; past it: RESOURCE_EXHAUSTED;
+- output hardening: `full` probabilities, `rounded` to `round_digits`, or `label` only (a one-hot vector),
+  so each answer carries less of the decision surface;
+- detection of extraction-like traffic over the window: volume, coverage of the input space (distinct cells
+  of a coarse grid over the numeric fields' training ranges, counted with a HyperLogLog), and the shares of
+  out-of-distribution and near-boundary queries (the guard's OOD score; the gap between the two highest
+  probabilities). Ordinary clients ask about ordinary cases; an extraction attack spreads over the input
+  space and probes the boundary;
+- a detected client gets one `guard.extraction` alert and is throttled for `throttle_s`: at most
+  `throttle_per_minute` queries and label-only answers.
+
+Every command goes on the front door's own pipeline (one Redis round trip with the cache lookup). The
+model-side counts of a request (OOD, near-boundary) are only known after Triton answers: they wait in
+memory and ride on the client's next pipeline. The client key is hashed before it reaches Redis; with
+credentials on, the budget follows the authenticated identity, which the caller cannot change per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import redis
+
+from bulwark.errors import BulwarkError, Reason
+from bulwark.events import Envelope
+from bulwark.guard.policy import ExtractionPolicy
+from bulwark.redis_keys import RedisKeys
+
+log = logging.getLogger(__name__)
+_STATS = ("n", "ood", "edge")
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What one request queued on the pipeline, to read its replies back."""
+
+    who: str
+    model: str
+    start: int
+    buckets: int
+    reads: int
+
+
+@dataclass
+class Assessment:
+    """The defence's decision for one client's request."""
+
+    who: str = ""
+    queries: int = 0
+    cells: int = 0
+    ood_share: float = 0.0
+    boundary_share: float = 0.0
+    throttled: bool = False
+    reasons: list[str] = field(default_factory=list)
+    reject: BulwarkError | None = None
+
+    def evidence(self) -> dict[str, Any]:
+        """Alert evidence: counts and shares, the hashed client, never an input value."""
+        return {"client": self.who, "queries": self.queries, "distinct_cells": self.cells,
+                "ood_share": round(self.ood_share, 4), "boundary_share": round(self.boundary_share, 4),
+                "signals": list(self.reasons)}
+
+
+ALLOW = Assessment()
+
+
+def cell_ids(records: Sequence[dict[str, Any]], fields: dict[str, Any], bins: int) -> list[str]:
+    """The coarse-grid cell of each record: every numeric field's training range [min, max] cut into `bins`
+    equal widths, below and above being cells of their own. Categories are left out: they have few values,
+    which every client soon covers, while real traffic fills few of the numeric cells (training data is
+    skewed) and a sweep of the input space fills them evenly."""
+    numeric = [(n, float(f["min"]), float(f["max"])) for n, f in sorted(fields.items()) if f.get("kind") == "numeric"]
+    out = []
+    for r in records:
+        parts = []
+        for name, lo, hi in numeric:
+            v = r.get(name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                parts.append("x")
+                continue
+            step = (hi - lo) / bins or 1e-9
+            parts.append(str(min(max(int((v - lo) // step), -1), bins)))
+        out.append(hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest())
+    return out
+
+
+def near_boundary(probabilities: np.ndarray, margin: float) -> np.ndarray:
+    """Rows whose two highest probabilities are within `margin` of each other."""
+    top = np.sort(probabilities, axis=1)
+    return (top[:, -1] - top[:, -2]) < margin if top.shape[1] > 1 else np.zeros(len(top), dtype=bool)
+
+
+def harden(probabilities: list[float], mode: str, digits: int) -> list[float]:
+    """The probabilities a client sees: all of them, rounded, or a one-hot label."""
+    if mode == "label":
+        best = int(np.argmax(probabilities))
+        return [1.0 if i == best else 0.0 for i in range(len(probabilities))]
+    if mode == "rounded":
+        return [round(p, digits) for p in probabilities]
+    return list(probabilities)
+
+
+class ExtractionDefence:
+    """Per-client budgets, hardening and extraction detection (thread-safe; one per front door)."""
+
+    def __init__(self, policy: ExtractionPolicy, client: redis.Redis, keys: RedisKeys, *,
+                 on_alert: Callable[[Envelope], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self._redis = client
+        self._keys = keys
+        self._on_alert = on_alert
+        self._clock = clock
+        self._bucket_s = max(policy.window_s // policy.buckets, 1)
+        self._pending: dict[str, list[int]] = {}
+        self._lock = threading.Lock()
+
+    def who(self, model: str, client: str) -> str:
+        """The hashed client id the counters are kept under."""
+        return hashlib.blake2b(f"extract|{model}|{client}".encode(), digest_size=12).hexdigest()
+
+    # ------------------------------------------------------------------ before the model
+    def queue(self, pipe: redis.client.Pipeline, model: str, client: str, records: Sequence[dict[str, Any]],
+              fields: dict[str, Any]) -> Ticket:
+        """Queue this request's counts and the window's reads on the caller's pipeline."""
+        p, who = self.policy, self.who(model, client)
+        now = self._clock()
+        bucket = int(now // self._bucket_s)
+        ttl = p.window_s + self._bucket_s
+        start = len(pipe)
+        with self._lock:
+            ood, edge = self._pending.pop(who, (0, 0))
+        stats = self._keys.extraction(who, "q", str(bucket))
+        pipe.hincrby(stats, "n", len(records))
+        if ood:
+            pipe.hincrby(stats, "ood", ood)
+        if edge:
+            pipe.hincrby(stats, "edge", edge)
+        pipe.expire(stats, ttl)
+        cells = cell_ids(records, fields, p.grid_bins) if fields else []
+        if cells:
+            pipe.pfadd(self._keys.extraction(who, "c", str(bucket)), *cells)
+            pipe.expire(self._keys.extraction(who, "c", str(bucket)), ttl)
+        minute = self._keys.extraction(who, "m", str(int(now // 60)))
+        pipe.incrby(minute, len(records))
+        pipe.expire(minute, 120)
+        first = len(pipe)
+        window = [str(b) for b in range(bucket - p.buckets + 1, bucket + 1)]
+        for b in window:
+            pipe.hmget(self._keys.extraction(who, "q", b), *_STATS)
+        pipe.pfcount(*[self._keys.extraction(who, "c", b) for b in window])
+        pipe.get(self._keys.extraction(who, "t", "on"))
+        return Ticket(who, model, start, p.buckets, first - start)
+
+    def assess(self, ticket: Ticket, replies: Sequence[Any]) -> Assessment:
+        """Decide from the replies to what `queue` sent (`replies` is the whole pipeline's answer)."""
+        p = self.policy
+        at = ticket.start + ticket.reads
+        minute = int(replies[at - 2])
+        n = ood = edge = 0
+        for row in replies[at:at + ticket.buckets]:
+            n += int(row[0] or 0)
+            ood += int(row[1] or 0)
+            edge += int(row[2] or 0)
+        cells = int(replies[at + ticket.buckets])
+        throttled = replies[at + ticket.buckets + 1] is not None
+        a = Assessment(ticket.who, n, cells, ood / n if n else 0.0, edge / n if n else 0.0, throttled)
+        if n > p.budget:
+            a.reject = BulwarkError(Reason.RESOURCE_EXHAUSTED, f"query budget: at most {p.budget} queries per "
+                                    f"{p.window_s} s per client; the window slides, retry later")
+            return a
+        if throttled and minute > p.throttle_per_minute:
+            a.reject = BulwarkError(Reason.RESOURCE_EXHAUSTED, "this client is throttled after traffic that looks "
+                                    f"like model extraction: at most {p.throttle_per_minute} queries per minute "
+                                    f"for {p.throttle_s} s")
+            return a
+        if not throttled and p.detect and n >= p.min_queries:
+            a.reasons = self._signals(a)
+            if a.reasons:
+                self._trip(ticket, a)
+        return a
+
+    def _signals(self, a: Assessment) -> list[str]:
+        p, out = self.policy, []
+        if a.queries >= p.volume:
+            out.append(f"volume: {a.queries} queries in {p.window_s} s (limit {p.volume})")
+        if a.cells >= p.coverage_cells and a.cells / a.queries >= p.coverage_share:
+            out.append(f"coverage: {a.cells} distinct input cells in {a.queries} queries")
+        # Model-side counts lag a request behind; they are judged once some have arrived.
+        if a.ood_share >= p.ood_share:
+            out.append(f"out-of-distribution share {a.ood_share:.2f} (limit {p.ood_share})")
+        if a.boundary_share >= p.boundary_share:
+            out.append(f"near-boundary share {a.boundary_share:.2f} (limit {p.boundary_share})")
+        return out
+
+    def _trip(self, ticket: Ticket, a: Assessment) -> None:
+        """Throttle the client and raise one alert (the NX set makes it one across replicas)."""
+        try:
+            first = self._redis.set(self._keys.extraction(ticket.who, "t", "on"), "1", ex=self.policy.throttle_s,
+                                    nx=True)
+        except redis.RedisError:
+            return
+        a.throttled = True
+        if not first:
+            return
+        log.warning("extraction suspected model=%s client=%s queries=%d signals=%s", ticket.model, ticket.who,
+                    a.queries, "; ".join(a.reasons))
+        if self._on_alert is None:
+            return
+        event = Envelope(type="alert", source="inference", subject=ticket.model, payload={
+            "kind": "guard.extraction", "severity": "warning", "service": "inference", "model": ticket.model,
+            "version": None, "summary": f"client {ticket.who} throttled for {self.policy.throttle_s} s: traffic "
+            f"looks like model extraction ({'; '.join(a.reasons)})"[:1024], "evidence": a.evidence()})
+        try:
+            self._on_alert(event)
+        except Exception as exc:  # noqa: BLE001 - alerting never fails an answer
+            log.warning("extraction alert not sent error=%s", type(exc).__name__)
+
+    # ------------------------------------------------------------------ after the model
+    def observe(self, who: str, probabilities: np.ndarray, ood_scores: Sequence[float]) -> None:
+        """Count this request's near-boundary and out-of-distribution answers (sent with the next request)."""
+        edge = int(near_boundary(probabilities, self.policy.boundary_margin).sum()) if len(probabilities) else 0
+        ood = sum(1 for s in ood_scores if s >= self.policy.ood_score)
+        if not (edge or ood):
+            return
+        with self._lock:
+            counts = self._pending.setdefault(who, [0, 0])
+            counts[0] += ood
+            counts[1] += edge
+
+    def harden(self, out: Any, a: Assessment) -> Any:
+        """A copy of a PredictOutput with the probabilities this client may see."""
+        mode = "label" if a.throttled else self.policy.output
+        if mode == "full":
+            return out
+        return replace(out, probabilities=harden(out.probabilities, mode, self.policy.round_digits))
