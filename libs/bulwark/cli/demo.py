@@ -38,7 +38,8 @@ def _wait(what: str, check: Callable[[], object], timeout_s: float) -> object:
 
 @click.command()
 @click.option("--events", type=click.IntRange(100), default=3000, show_default=True, help="Events to produce.")
-def demo(events: int) -> None:
+@click.option("--model", default="fraud", show_default=True, help="The model the stack's trainer trains.")
+def demo(events: int, model: str) -> None:
     """Walk through the platform on the running local stack (`make demo` starts it first)."""
     from bulwark.cli.main import cli_settings
     from bulwark.stack.health import infrastructure, services
@@ -49,13 +50,102 @@ def demo(events: int) -> None:
     table([p.to_dict() for p in parts], ["part", "state", "detail"], colour_column="state")
     if any(p.state == "down" for p in parts):
         raise click.ClickException("an infrastructure part is down; run `make demo` (it starts the stack)")
-    _wait("services' heartbeats", lambda: all(p.state != "down" for p in services(settings)), 90)
+    _wait("services' heartbeats", lambda: all(p.state != "down" for p in services(settings)), 300)
     table([p.to_dict() for p in services(settings)], ["part", "state", "instances", "detail"], colour_column="state")
 
     _step(f"2. a producer publishes {events} payment events with personal data to {settings.topics.events_raw}")
     subprocess.run([sys.executable, "-m", "bulwark.cli.main", "produce", "--count", str(events), "--rate", "0"],
                    check=True)
-    click.echo("\nnext: `bulwark status` shows each part; `bulwark dlq list` shows rejected records", err=True)
+
+    from bulwark.redis_client import make_redis
+    from bulwark.redis_keys import RedisKeys
+    from bulwark.registry import ModelRegistry
+
+    client = make_redis(settings)
+    keys = RedisKeys(settings.redis_prefix)
+    registry = ModelRegistry(client, keys)
+    before = set(registry.versions(model))
+
+    _step(f"3. the trainer trains a new version of '{model}' from the clean events (a training request)")
+    from bulwark.cli.train import request_training
+
+    time.sleep(3)  # let the anonymizer's first clean events land before the trainer reads its window
+    request_training(settings, model, "manual", "demo", "bulwark demo")
+    new = _wait("a new version in the registry", lambda: sorted(set(registry.versions(model)) - before), 300)
+    version = int(new[-1])
+
+    _step(f"4. v{version} goes through quantizer, robustness gate and updater")
+    seen: list[str] = []
+
+    def progressed() -> object:
+        entry = registry.get(model, version, missing_ok=True) or {}
+        state = str(entry.get("state", ""))
+        if state and (not seen or seen[-1] != state):
+            seen.append(state)
+            click.echo(f"   v{version}: {state}", err=True)
+        return state in ("live", "rejected", "retired")
+
+    _wait(f"v{version} to be deployed (or refused)", progressed, 600)
+    entry = registry.get(model, version) or {}
+    metrics = entry.get("metrics") or {}
+    table([{"version": version, "state": entry.get("state", ""), "path": " > ".join(seen),
+            "accuracy": f"{metrics.get('accuracy', float('nan')):.3f}", "auroc": f"{metrics.get('auroc', float('nan')):.3f}",
+            "served form": (entry.get("quantization") or {}).get("form") or "fp32", "trigger": entry.get("reason", "")}])
+    if entry.get("state") != "live":
+        raise click.ClickException(f"v{version} ended {entry.get('state')}: {entry.get('reason', '')}; "
+                                   "`bulwark models versions` has the reports")
+
+    _step("5. a gRPC client asks the front door for predictions (guard, cache, Triton)")
+    rows, request_ids = _predict(settings, model)
+    table(rows, ["request", "label", "p(fraud)", "guard", "cached", "ms"])
+
+    _step("6. the explainer says which inputs drove the first prediction (by its request id)")
+    table(_explain(settings, model, request_ids[0]), ["feature", "attribution"])
+    click.echo("\nnext: `bulwark status`, `bulwark models list`, `bulwark dlq list`; `make down` stops the stack",
+               err=True)
+
+
+def _predict(settings, model: str) -> tuple[list[dict[str, object]], list[str]]:  # noqa: ANN001
+    """Five reference transactions through the front door, the first one twice (the second is cached)."""
+    from bulwark.api.v1 import inference_pb2, inference_pb2_grpc
+    from bulwark.grpc_client import call, channel, to_values
+    from bulwark.reference import CATEGORICAL_FIELDS, FLAG_FIELDS, NUMERIC_FIELDS, ReferenceGenerator
+
+    stub = inference_pb2_grpc.InferenceServiceStub(channel(settings, settings.inference_url))
+    fields = NUMERIC_FIELDS + CATEGORICAL_FIELDS + FLAG_FIELDS
+    payloads = [{k: e.payload[k] for k in fields} for e in ReferenceGenerator(seed=2026).events(5)]
+    rows, ids = [], []
+    for payload in [payloads[0], *payloads]:
+        t = time.perf_counter()
+        resp = call(stub.Predict, inference_pb2.PredictRequest(model=model, features=to_values(payload),
+                                                               client_key="demo"), settings)
+        ms = (time.perf_counter() - t) * 1000
+        ids.append(resp.request_id)
+        p = dict(zip(resp.classes, resp.probabilities)).get("fraud", 0.0)
+        rows.append({"request": resp.request_id[:12], "label": resp.label, "p(fraud)": f"{p:.3f}",
+                     "guard": resp.guard.action, "cached": resp.cached, "ms": f"{ms:.1f}"})
+    return rows, ids
+
+
+def _explain(settings, model: str, request_id: str) -> list[dict[str, object]]:  # noqa: ANN001
+    """The explainer's attributions for a logged request, largest first."""
+    import grpc
+
+    from bulwark.api.v1 import explain_pb2, explain_pb2_grpc
+    from bulwark.grpc_client import call, channel
+
+    stub = explain_pb2_grpc.ExplainServiceStub(channel(settings, settings.explainer_url))
+    deadline = time.monotonic() + 30
+    while True:  # the request reaches the explainer through inference.log, a moment after the prediction
+        try:
+            resp = call(stub.Explain, explain_pb2.ExplainRequest(model=model, request_id=request_id), settings)
+            break
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise click.ClickException(f"the explainer answered {exc.code().name}: {exc.details()}") from None
+            time.sleep(1)
+    top = sorted(resp.attributions, key=lambda a: -abs(a.value))[:6]
+    return [{"feature": a.feature, "attribution": f"{a.value:+.3f}"} for a in top]
 
 
 COMMANDS = [demo]
