@@ -21,6 +21,9 @@ from bulwark.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
 
+HISTORY_SAMPLES = 200
+"""Latency samples kept per service (`RedisKeys.heartbeat_history`) for the doctor's baseline."""
+
 
 @dataclass
 class ServiceStats:
@@ -59,6 +62,9 @@ class Heartbeat:
         self._ttl_ms = int(ttl_s * 1000)
         self._probe = probe
         self._started = time.time()
+        self._history = keys.heartbeat_history(service)
+        self._instances = keys.heartbeat_instances(service)
+        self._sampled_at = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{service}", daemon=True)
 
@@ -84,6 +90,16 @@ class Heartbeat:
             pipe = self._redis.pipeline(transaction=False)
             pipe.hset(self._key, mapping=fields)
             pipe.pexpire(self._key, self._ttl_ms)
+            # Which instances have beaten lately: an expired heartbeat not removed by `stop` is a crash.
+            pipe.zadd(self._instances, {self._instance: float(fields["at"])})
+            pipe.zremrangebyscore(self._instances, 0, float(fields["at"]) - 86_400)
+            pipe.expire(self._instances, 86_400)
+            if self._stats.last_event_at > self._sampled_at and self._stats.latency_ms_ewma > 0:
+                # One latency sample per beat with new work: the doctor's per-service baseline.
+                self._sampled_at = self._stats.last_event_at
+                pipe.lpush(self._history, f"{self._stats.latency_ms_ewma:.3f}")
+                pipe.ltrim(self._history, 0, HISTORY_SAMPLES - 1)
+                pipe.expire(self._history, 86_400)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("heartbeat not written service=%s error=%s", self._service, type(exc).__name__)
@@ -96,6 +112,7 @@ class Heartbeat:
         if remove:
             try:
                 self._redis.delete(self._key)
+                self._redis.zrem(self._instances, self._instance)
             except redis.RedisError:
                 pass
 

@@ -33,6 +33,11 @@ class RedisKeys:
         """Owner: that service's instances. TTL: 1 day; recent latency samples for per-part baselines."""
         return f"{self.prefix}:hbhist:{service}"
 
+    def heartbeat_instances(self, service: str) -> str:
+        """Owner: that service's instances. TTL: 1 day; sorted set instance -> last beat (unix s), an instance
+        removed when it stops gracefully, so the doctor can name one whose heartbeat expired (crashed, frozen)."""
+        return f"{self.prefix}:hbinst:{service}"
+
     def model_versions(self, model: str) -> str:
         """Sorted set of a model's versions by creation time. Owner: trainer. TTL: none (the registry)."""
         return f"{self.prefix}:registry:{model}:versions"

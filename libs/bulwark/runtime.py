@@ -24,7 +24,8 @@ from bulwark.logs import setup_logging
 from bulwark.redis_client import make_redis
 from bulwark.redis_keys import RedisKeys
 from bulwark.settings import CommonSettings, load_settings
-from bulwark.tracing import setup_tracing
+from bulwark.meters import MeteredStats, setup_metrics
+from bulwark.tracing import instrument_libraries, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,11 @@ class ServiceRuntime:
         self.settings = settings
         setup_logging(settings.log_level, service=name)
         self.tracer_provider = setup_tracing(name, settings)
+        instrument_libraries()
         self.redis = make_redis(settings)
         self.keys = RedisKeys(settings.redis_prefix)
-        self.stats = ServiceStats()
+        self.stats: ServiceStats = MeteredStats()
+        self.meter_provider = setup_metrics(name, settings, self.stats)
         self.registry = registry or EventTypeRegistry.default()
         self._stop = threading.Event()
         self._heartbeat: Heartbeat | None = None
@@ -87,6 +90,7 @@ class ServiceRuntime:
                 server.stop(grace=5).wait()  # type: ignore[attr-defined]
             self._heartbeat.stop()
             self.tracer_provider.shutdown()
+            self.meter_provider.shutdown()
             log.info("stopped service=%s", self.name)
 
 

@@ -197,3 +197,38 @@ def current_trace_id() -> str | None:
     """Hex trace id of the current span, if any (for logs and responses)."""
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+_INSTRUMENTED = False
+
+
+def instrument_libraries() -> list[str]:
+    """Turn on OpenTelemetry's gRPC (server and client) and Redis instrumentations, once per process.
+
+    gRPC: server spans continue the caller's context from the metadata, client spans (to Triton and
+    between Bulwark services) inject it. Redis: one span per command, statements sanitized to
+    `COMMAND ? ?` by the instrumentation, so no key or value reaches a span. Kafka is traced by the
+    consumer loop and `event_headers` (the kafka-python instrumentation cannot see `poll()`).
+    Returns the names of the instrumentations that are on.
+    """
+    global _INSTRUMENTED
+    on: list[str] = []
+    if _INSTRUMENTED:
+        return on
+    _INSTRUMENTED = True
+    try:
+        from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient, GrpcInstrumentorServer
+
+        GrpcInstrumentorServer().instrument()
+        GrpcInstrumentorClient().instrument()
+        on.append("grpc")
+    except Exception as exc:  # an instrumentation that cannot load leaves manual spans only
+        log.warning("grpc instrumentation off error=%s", type(exc).__name__)
+    try:
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        RedisInstrumentor().instrument()
+        on.append("redis")
+    except Exception as exc:
+        log.warning("redis instrumentation off error=%s", type(exc).__name__)
+    return on

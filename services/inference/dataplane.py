@@ -30,12 +30,14 @@ from bulwark.live import LiveReader
 from bulwark.pii import TextScanner
 from bulwark.redis_keys import RedisKeys
 from bulwark.settings import CommonSettings
+from bulwark.tracing import tracer
 from bulwark.triton.client import TritonClient
 from bulwark.versions import ServedVersion, VersionCatalog
 from services.inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
 SERVICE = "inference"
+_TRACER = tracer("bulwark.inference")  # a proxy until the service sets its provider
 
 
 @dataclass
@@ -198,7 +200,11 @@ class InferenceDataPlane:
         if not valid:
             return
         records = [v[1].record() for v in valid]
-        verdicts = self.guard.before(served, records, valid[0][2])
+        # Spans hold ids, sizes and outcomes only, never a feature value.
+        with _TRACER.start_as_current_span("guard before", attributes={
+                "bulwark.model": model, "bulwark.version": version, "bulwark.batch": len(records)}) as span:
+            verdicts = self.guard.before(served, records, valid[0][2])
+            span.set_attribute("bulwark.rejected", sum(v.action == "reject" for v in verdicts))
         todo = []
         for item, record, verdict in zip(valid, records, verdicts):
             if verdict.action == "reject":
@@ -211,7 +217,10 @@ class InferenceDataPlane:
         # The extraction budget follows the authenticated caller when there is one (a client key is the caller's
         # to change per call).
         principal = identity if identity not in ("", "anonymous") else todo[0][2]
-        cached, count, xa = self._lookup(keys, model, todo[0][2], len(todo), served, principal, [t[6] for t in todo])
+        with _TRACER.start_as_current_span("cache lookup", attributes={"bulwark.keys": len(keys)}) as span:
+            cached, count, xa = self._lookup(keys, model, todo[0][2], len(todo), served, principal,
+                                             [t[6] for t in todo])
+            span.set_attribute("bulwark.cache.hits", sum(c is not None for c in cached))
         if self.guard.rate_exceeded(count):
             for item, verdict in zip(todo, self.guard.throttled(len(todo))):
                 results[item[0]] = _rejected(verdict)
@@ -227,8 +236,10 @@ class InferenceDataPlane:
             try:
                 if remaining <= 0:
                     raise BulwarkError(Reason.DEADLINE_EXCEEDED, "the deadline passed before Triton was called")
-                outs = self.triton.infer(model, version, _stack([todo[k][5] for k in misses]), served.inputs,
-                                         served.outputs, timeout_s=remaining)
+                with _TRACER.start_as_current_span("triton infer", attributes={
+                        "bulwark.model": model, "bulwark.version": version, "bulwark.batch": len(misses)}):
+                    outs = self.triton.infer(model, version, _stack([todo[k][5] for k in misses]), served.inputs,
+                                             served.outputs, timeout_s=remaining)
             except BulwarkError as exc:
                 for k in misses:
                     results[todo[k][0]] = exc

@@ -35,6 +35,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import Field
 
+from bulwark.bus.canary import CANARY_TYPE, canary_outputs
 from bulwark.bus.client import kafka_client_config
 from bulwark.bus.dlq import SourceRecord, build_dead_letter, dead_letter_id
 from bulwark.bus.producer import EventProducer, Output, make_producer
@@ -307,7 +308,7 @@ class ConsumerLoop:
                 return
             assert event is not None
             accepted = self.handler.event_types
-            if accepted is not None and event.type not in accepted:
+            if accepted is not None and event.type not in accepted and event.type != CANARY_TYPE:
                 err = DecodeError(Reason.UNKNOWN_EVENT_TYPE, "schema",
                                   f"{self.handler.name} does not handle event type {event.type!r}; it handles "
                                   f"{', '.join(sorted(accepted))}", event_id=event.id, event_type=event.type)
@@ -315,6 +316,13 @@ class ConsumerLoop:
                 return
             if self.faults.delay_ms:
                 time.sleep(self.faults.delay_ms / 1000)
+            if event.type == CANARY_TYPE:
+                # The doctor's probe: marked like any event (its evidence), forwarded on its route, never handled.
+                outputs = canary_outputs(event, src.topic, self.handler.name)
+                for out in outputs:
+                    self._producer.send(out)
+                span.set_attributes({"bulwark.outputs": len(outputs), "bulwark.outcome": "canary"})
+                return
             ctx = Context(src.topic, src.partition, src.offset, src.timestamp_ms, headers,
                           self.handler.name, self.settings, self.redis, self.keys, span)
             try:

@@ -19,6 +19,7 @@ SETTINGS_CLASSES = [
     "bulwark.settings:CommonSettings",
     "bulwark.bus.loop:BusSettings",
     "bulwark.bus.loop:FaultSettings",
+    "bulwark.doctor.settings:DoctorSettings",
 ]
 
 

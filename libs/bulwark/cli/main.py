@@ -54,9 +54,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from bulwark.cli import config, demo, dlq, infra, keys, models, privacy, produce
+    from bulwark.cli import config, demo, dlq, doctor, infra, keys, models, privacy, probe, produce, train
 
-    for module in (infra, produce, models, keys, dlq, privacy, config, demo):
+    for module in (infra, produce, train, models, keys, dlq, privacy, config, demo, probe, doctor):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -69,6 +69,12 @@ class ServiceProcess:
             time.sleep(0.1)
         raise TimeoutError(f"{self.service} not running after {timeout_s}s:\n{self.tail()}")
 
+    def detach(self) -> ServiceProcess:
+        """Leave this process out of the per-test `kill_all` (a wider-scoped fixture then stops it itself)."""
+        if self in _STARTED:
+            _STARTED.remove(self)
+        return self
+
     def kill(self) -> None:
         """SIGKILL: no chance to commit or clean up."""
         if self.proc is not None and self.proc.poll() is None:
