@@ -7,6 +7,11 @@ noise; with a share of fields missing; for the text family, under typos, swaps a
 thresholds decide, each failure stated with its figure and limit. The gate also fits the online guard's
 adversarial detector on clean against PGD inputs and measures its AUROC on a held-out half.
 
+Membership inference (`bulwark.guard.membership`): loss- and confidence-threshold attacks, and ART's
+black-box attack for the tabular family, score the sample of training members that travels with the version
+against its held-out non-members; the strongest attack's AUC is the figure. For a model trained on personal
+data (the trainer's card says so) the policy's `max_membership_auc` is a ceiling.
+
 The report and the guard data are written as a signed `gate` artifact of the version.
 """
 
@@ -23,6 +28,7 @@ from bulwark.artifacts import Artifact, ArtifactStore, ArtifactWriter, canonical
 from bulwark.families import FAMILIES, LoadedModel
 from bulwark.guard.attacks import FGSMAttack, GaussianNoise, MissingFeatures, PGDAttack, TextPerturbation
 from bulwark.guard.detector import AdversarialDetector, HiddenSpace, constraint_features, detector_features
+from bulwark.guard.membership import membership_audit
 from bulwark.guard.policy import GuardPolicy
 from bulwark.metrics import auroc, expected_calibration_error
 from bulwark.profiles import gaussian_stats
@@ -91,7 +97,12 @@ class Gate:
             figures, guard = self._text(candidate, val, y)
         else:
             figures, guard = self._tabular(fp32, candidate, val, y, heldout["train_sample"])
-        passed, reasons = self._decide(figures)
+        figures["membership"] = self._membership(candidate, heldout, label)
+        figures["membership_auc"] = figures["membership"]["auc"]
+        personal = bool(trained.card.get("personal_data", True))
+        figures["personal_data"] = personal
+        figures["privacy"] = trained.card.get("privacy", {"mechanism": "none"})
+        passed, reasons = self._decide(figures, personal=personal)
         report = {"model": model, "version": version, "candidate_stage": stage, "family": family.name,
                   "policy": self.policy.model_dump(), "figures": figures, "passed": passed, "reasons": reasons,
                   "evaluated": len(val), "seconds": round(time.perf_counter() - started, 2),
@@ -156,8 +167,22 @@ class Gate:
                    "text_perturbed_accuracy": _accuracy(perturbed, y), "text_edit_rate": a.text_edit_rate}
         return figures, {}
 
+    def _membership(self, cand: LoadedModel, heldout: dict[str, Any], label: str) -> dict[str, Any]:
+        """Training members (the sample sealed in the artifact) against held-out non-members, on the served
+        form: what an attacker with query access to the deployed model would see."""
+        members, nonmembers = heldout["train_sample"], heldout["validation"]
+        y_in = np.array([int(r[label]) for r in members], dtype=np.int64)
+        y_out = np.array([int(r[label]) for r in nonmembers], dtype=np.int64)
+        if cand.family.name == "text":
+            field = cand.spec["text_field"]
+            return membership_audit(lambda rs: cand.logits([{field: r[field]} for r in rs]), members, y_in,
+                                    nonmembers, y_out, seed=self.policy.attack.seed, art=False)
+        spec = cand.spec
+        return membership_audit(lambda x: _forward(cand.module, x), spec.encode(members), y_in,
+                                spec.encode(nonmembers), y_out, seed=self.policy.attack.seed)
+
     # ------------------------------------------------------------------ decision and signature
-    def _decide(self, f: dict[str, Any]) -> tuple[bool, list[str]]:
+    def _decide(self, f: dict[str, Any], *, personal: bool = True) -> tuple[bool, list[str]]:
         g = self.policy.gate
         checks = [("clean_accuracy", g.min_clean_accuracy, "clean accuracy"),
                   ("fgsm_accuracy", g.min_fgsm_accuracy, f"accuracy under FGSM (epsilon {self.policy.attack.epsilon})"),
@@ -171,6 +196,12 @@ class Gate:
                 reasons.append(f"{words} is {f[key]:.3f}, below the policy's {limit:.3f}")
         if f.get("ece", 0.0) > g.max_ece:
             reasons.append(f"calibration error (ECE) is {f['ece']:.3f}, above the policy's {g.max_ece:.3f}")
+        auc = f.get("membership_auc")
+        if personal and g.max_membership_auc is not None and auc is not None and auc > g.max_membership_auc:
+            m = f["membership"]
+            reasons.append(f"membership-inference attack AUC is {auc:.3f} ({m['strongest']}, {m['records_per_side']} "
+                           f"members against as many non-members), above the policy's {g.max_membership_auc:.3f} "
+                           "for a model trained on personal data")
         if not reasons:
             reasons.append("holds every threshold of the policy")
             return True, reasons

@@ -54,7 +54,7 @@ def _worker(rank: int, world: int, port: int, folder: str, build: Callable[[], n
     init_distributed(rank, world, port)
     try:
         data = np.load(Path(folder) / "data.npz")
-        result = train_loop(build, data["xt"], data["yt"], data["xv"], data["yv"], LoopConfig(**cfg), rank=rank,
+        result = train_loop(build, data["xt"], data["yt"], data["xv"], data["yv"], LoopConfig.from_dict(cfg), rank=rank,
                             world=world, checkpoint=Path(checkpoint) if checkpoint else None)
         if rank == 0:
             torch.save(asdict(result), Path(folder) / "result.pt")

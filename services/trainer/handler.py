@@ -52,8 +52,9 @@ class TrainerHandler:
             if p["model"] != self._own.model:
                 return  # another trainer's model
             window = p.get("window") or {}
+            parent = p.get("parent_version")  # a string in training.request, an integer in model.trained
             yield from self.train_now(event.id, TrainRequest(event.id, p["reason"], p["requested_by"],
-                                                          p.get("parent_version"), window.get("max_events")))
+                                                          int(parent) if parent else None, window.get("max_events")))
             return
         if not isinstance(event.payload.get(self._own.label), bool):
             return
@@ -117,6 +118,7 @@ class TrainerHandler:
                          payload={"model": o.model, "version": o.version, "family": o.family, "parent": req.parent,
                                   "artifact": {"path": str(o.path), "digest": o.digest, "stage": "trained"},
                                   "metrics": {k: v for k, v in o.metrics.items() if isinstance(v, (int, float))},
-                                  "dataset": o.dataset, "training": o.training, "reason": req.reason,
+                                  "dataset": o.dataset, "training": o.training, "privacy": o.privacy,
+                                  "reason": req.reason,
                                   "requested_by": req.requested_by, "trigger": trigger})
         return Output(self._settings.topics.models_trained, event)

@@ -29,6 +29,7 @@ from bulwark.settings import CommonSettings
 from services.trainer.dataset import Dataset, DatasetError, build_dataset, check_dataset
 from services.trainer.distributed import builder, run_training
 from bulwark.profiles import build_profile, gaussian_stats
+from services.trainer.private import PrivacyConfig
 from services.trainer.settings import TrainerSettings
 from services.trainer.training import LoopConfig, LoopResult
 
@@ -70,6 +71,7 @@ class TrainOutcome:
     metrics: dict[str, Any]
     dataset: dict[str, Any]
     training: dict[str, Any] = field(default_factory=dict)
+    privacy: dict[str, Any] = field(default_factory=dict)
     reused: bool = False
 
 
@@ -126,6 +128,8 @@ class TrainingPipeline:
                          "samples_per_s": round(result.samples_per_s, 1), "seconds": round(result.seconds, 2),
                          "wall_seconds": round(time.perf_counter() - started, 2), "resumed_from": result.resumed_from,
                          "val_loss": result.val_loss, "train_loss": result.train_loss},
+            "privacy": result.privacy or {"mechanism": "none"},
+            "personal_data": self.own.personal_data and bool(ds.subjects),
             **card_extra,
         }
         writer = ArtifactWriter(model, version, "trained", self.family.name, parent=str(req.parent) if req.parent else None,
@@ -133,7 +137,7 @@ class TrainingPipeline:
         for name, (data, encrypt) in files.items():
             writer.add(name, data, encrypt=encrypt)
         writer.add_json("dataset.json", ds.manifest)
-        writer.add_json("metrics.json", metrics)
+        writer.add_json("metrics.json", {**metrics, "privacy": card["privacy"]})
         writer.add_json("subjects.json", sorted(ds.subjects), encrypt=True)  # pseudonymous, still personal
         # Held-out records (and a sample of training members) travel with the version, sealed, so every later
         # stage evaluates on exactly the data this version never trained on (quantizer, gate, explainer).
@@ -142,19 +146,22 @@ class TrainingPipeline:
         writer.add_json("profile.json", hidden_in)
         path = self.store.publish(writer)
         manifest_digest = sha256(canonical(self.store.verify(model, version, "trained")))
-        self._record(model, version, req, path, manifest_digest, metrics, ds)
+        self._record(model, version, req, path, manifest_digest, metrics, ds, card)
         ck = self._checkpoint(model, version)
         ck.unlink(missing_ok=True)
         return TrainOutcome(model, version, self.family.name, path, manifest_digest, metrics,
                             {"digest": ds.digest, "used": ds.manifest["used"], "train": ds.manifest["train"],
                              "validation": ds.manifest["validation"],
-                             "excluded_forgotten": ds.manifest["excluded_forgotten"]}, card["training"])
+                             "excluded_forgotten": ds.manifest["excluded_forgotten"]}, card["training"],
+                            card["privacy"])
 
     # ------------------------------------------------------------------ families
     def _loop_config(self) -> LoopConfig:
         o = self.own
+        privacy = PrivacyConfig(o.dp_epsilon, o.dp_delta, o.dp_max_grad_norm, o.dp_epochs) if o.dp_epsilon else None
         return LoopConfig(seed=o.seed, max_epochs=o.max_epochs, patience=o.patience, batch_size=o.batch_size,
-                          learning_rate=o.learning_rate, weight_decay=o.weight_decay)
+                          learning_rate=o.learning_rate, weight_decay=o.weight_decay, keep_best=o.keep_best,
+                          privacy=privacy)
 
     def _train_tabular(self, ds: Dataset, model: str, version: int):  # noqa: ANN202 - internal tuple
         features = self.own.features or REFERENCE_FEATURES
@@ -239,7 +246,7 @@ class TrainingPipeline:
                             card["metrics"], {"digest": card["dataset_sha256"], "used": ds["used"], "train": ds["train"],
                                               "validation": ds["validation"],
                                               "excluded_forgotten": ds["excluded_forgotten"]},
-                            card["training"], reused=True)
+                            card["training"], card.get("privacy", {"mechanism": "none"}), reused=True)
 
     def _forgotten(self) -> set[str]:
         try:
@@ -248,11 +255,12 @@ class TrainingPipeline:
             raise UnavailableError(f"Redis unreachable for the forgotten list ({type(exc).__name__})") from None
 
     def _record(self, model: str, version: int, req: TrainRequest, path: Path, digest: str, metrics: dict[str, Any],
-                ds: Dataset) -> None:
+                ds: Dataset, card: dict[str, Any]) -> None:
         self.registry.record(model, version, family=self.family.name, parent=req.parent, created_at=time.time(),
                              artifact=str(path), artifact_digest=digest, metrics=metrics, dataset_digest=ds.digest,
                              dataset={k: ds.manifest[k] for k in ("used", "train", "validation", "excluded_forgotten")},
-                             trigger=req.trigger_id, reason=req.reason)
+                             trigger=req.trigger_id, reason=req.reason, privacy=card["privacy"],
+                             personal_data=card["personal_data"])
         self.registry.set_state(model, version, "trained", by=SERVICE, reason=req.reason)
         subjects_key = self.keys.model_subjects(model, str(version))
         try:

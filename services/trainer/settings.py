@@ -51,9 +51,21 @@ class TrainerSettings(ServiceSettings):
     """Adam weight decay."""
     hidden: list[int] = Field(default_factory=lambda: [64, 64])
     """MLP hidden layer sizes (JSON list)."""
+    keep_best: bool = True
+    """Keep the weights of the epoch with the best validation loss (False: the last epoch's)."""
     dropout: float = Field(0.0, ge=0, lt=1)
     """MLP dropout (0 keeps a distributed run identical to a single-process one)."""
     workers: int = Field(1, ge=1, le=64)
     """Training processes (torch.distributed, gloo); `--workers` overrides."""
     checkpoint_dir: Path | None = None
     """Where in-progress training checkpoints go; default <home>/trainer/checkpoints."""
+    personal_data: bool = True
+    """The events describe people: the gate then enforces its membership-inference ceiling on this model."""
+    dp_epsilon: float | None = Field(None, gt=0)
+    """DP-SGD target epsilon (differentially private training); unset trains without DP."""
+    dp_delta: float = Field(1e-5, gt=0, lt=1)
+    """DP-SGD delta; must be below 1 / the number of training events."""
+    dp_max_grad_norm: float = Field(1.0, gt=0)
+    """DP-SGD per-example gradient clipping norm (L2)."""
+    dp_epochs: int = Field(10, ge=1)
+    """Epochs a DP-SGD run trains (the noise is calibrated for exactly these; no early stopping)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from bulwark.api.v1 import admin_pb2_grpc
+from bulwark.artifacts import ArtifactStore
 from bulwark.auth import AuthInterceptor, load_credentials
 from bulwark.bus.producer import EventProducer, make_producer
 from bulwark.crypto import load_verifier
@@ -17,6 +18,7 @@ from bulwark.triton.client import TritonClient
 from bulwark.triton.repository import ModelRepository
 from bulwark.versions import VersionCatalog
 from services.updater.admin import SERVICE_NAME, ModelAdminServicer
+from services.updater.forgetting import ForgettingEnforcer
 from services.updater.handler import UpdaterHandler
 from services.updater.rollout import RolloutController
 from services.updater.settings import UpdaterSettings
@@ -51,7 +53,9 @@ def main() -> None:
                           tls=server_tls(settings), interceptors=[auth])
     rt.stats.extra["grpc_port"] = str(server.port)
     rt.set_health_probe(lambda: "running" if triton.server_ready() else "degraded")
-    handler = UpdaterHandler(settings, own, controller, signals, LiveReader(rt.redis, rt.keys, ttl_s=0.5))
+    forgetting = ForgettingEnforcer(own, controller, ArtifactStore(settings.artifacts_path, verifier=verifier))
+    handler = UpdaterHandler(settings, own, controller, signals, LiveReader(rt.redis, rt.keys, ttl_s=0.5),
+                             forgetting=forgetting)
     rt.ensure_topics()
     try:
         rt.run(loop=rt.consumer_loop(handler), server=server)

@@ -18,6 +18,7 @@ from bulwark.bus.producer import EventProducer, Output
 from bulwark.errors import BulwarkError, InvalidArgumentError, Reason
 from bulwark.live import read_live
 from bulwark.settings import CommonSettings
+from services.updater.forgetting import iso
 from services.updater.rollout import RolloutController
 from services.updater.signals import SERVICE, Signals
 
@@ -66,6 +67,12 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
             signature_ok = False
         q = e.get("quantization") or {}
         gate = e.get("gate") or {}
+        carried = self._c.forgetting.carried(e["model"], int(e["version"]))
+        if carried:
+            deadline = iso(float(e["forget_deadline"])) if e.get("forget_deadline") else "next check"
+        else:
+            deadline = f"purged {iso(float(e['purged_at']))}" if e.get("purged_at") else ""
+        card = {f"privacy.{k}": str(v) for k, v in (e.get("privacy") or {}).items()}
         return admin_pb2.VersionInfo(
             model=e["model"], version=int(e["version"]), state=e.get("state", ""), family=e.get("family", ""),
             parent=int(e.get("parent") or 0), created_at=str(e.get("created_at", "")),
@@ -74,7 +81,7 @@ class ModelAdminServicer(admin_pb2_grpc.ModelAdminServicer):
             dataset_digest=e.get("dataset_digest", ""),
             quantization=f"{q.get('form', '')}: {q.get('reason', '')}" if q else "",
             gate=("passed" if gate.get("passed") else "failed: " + "; ".join(gate.get("reasons", []))) if gate else "",
-            card={k: str(v) for k, v in (e.get("card") or {}).items()})
+            card=card, forgotten_subjects=carried, forget_deadline=deadline)
 
     def GetStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """The live version, the rollout and its signals, and what Triton has loaded."""

@@ -12,6 +12,7 @@ from bulwark.errors import NotFoundError
 from bulwark.events import Envelope, derived_id
 from bulwark.live import LiveReader
 from bulwark.settings import CommonSettings
+from services.updater.forgetting import ForgettingEnforcer
 from services.updater.rollout import RolloutController
 from services.updater.settings import UpdaterSettings
 from services.updater.signals import SERVICE, SignalStore
@@ -24,7 +25,7 @@ class UpdaterHandler:
 
     def __init__(self, settings: CommonSettings, own: UpdaterSettings, controller: RolloutController,
                  signals: SignalStore, live: LiveReader, *, clean_type: str = "payment.transaction.clean",
-                 label: str = "is_fraud") -> None:
+                 label: str = "is_fraud", forgetting: ForgettingEnforcer | None = None) -> None:
         self.topics = [settings.topics.models_validated, settings.topics.inference_log, settings.topics.events_clean]
         self.event_types = {"model.validated", "inference.record", clean_type}
         self._settings = settings
@@ -33,10 +34,12 @@ class UpdaterHandler:
         self._signals = signals
         self._live = live
         self._label = label
+        self._forgetting = forgetting
 
     def _out(self, events: list[Envelope]) -> list[Output]:
         topic = self._settings.topics
-        return [Output(topic.alerts if e.type == "alert" else topic.models_deployed, e) for e in events]
+        route = {"alert": topic.alerts, "training.request": topic.training_requests}
+        return [Output(route.get(e.type, topic.models_deployed), e) for e in events]
 
     def handle(self, event: Envelope, ctx: Context) -> Iterable[Output]:
         """Dispatch by event type."""
@@ -60,6 +63,8 @@ class UpdaterHandler:
     def tick(self) -> Iterable[Output]:
         """Advance rollouts; on the retraining schedule, ask the trainer for a new version."""
         outputs = self._out(self._controller.tick())
+        if self._forgetting is not None:
+            outputs += self._out(self._forgetting.tick())
         if self._own.retrain_interval_s:
             slot = math.floor(time.time() / self._own.retrain_interval_s)
             for model in self._controller.registry.models():

@@ -22,6 +22,7 @@ from bulwark.artifacts import verify_folder
 from bulwark.crypto.signing import Verifier
 from bulwark.errors import BulwarkError, NotFoundError, Reason, SignatureError
 from bulwark.events import Envelope
+from bulwark.forgetting import ForgettingLedger
 from bulwark.live import LiveState, read_live, write_live
 from bulwark.redis_keys import RedisKeys
 from bulwark.registry import ModelRegistry
@@ -64,6 +65,7 @@ class RolloutController:
         self._lock = threading.RLock()
         self._last_consistency = 0.0
         self._unloading: threading.Thread | None = None
+        self.forgetting = ForgettingLedger(client, keys, registry)
 
     # ------------------------------------------------------------------ events
     def _event(self, state: LiveState, action: str, version: int | None, by: str, reason: str,
@@ -81,6 +83,11 @@ class RolloutController:
         """Place a validated version in Triton and start its rollout (or make it live if none is)."""
         with self._lock:
             entry = self.registry.get(model, version)
+            carried = self.forgetting.carried(model, version)
+            if carried:
+                why = f"trained on {carried} forgotten subject(s)"
+                self.registry.set_state(model, version, "rejected", by=SERVICE, reason=f"refused: {why}")
+                return [self._alert(model, version, f"{model} v{version} refused: {why}", "updater.refused")]
             folder = entry.get("quantized_artifact") or entry["artifact"]
             try:
                 verify_folder(Path(folder), self.verifier)

@@ -52,3 +52,7 @@ class UpdaterSettings(ServiceSettings):
     """Ask for retraining at this interval (0: off; drift requests come from the guard)."""
     warmup_requests: int = Field(3, ge=0)
     """Requests sent to a newly loaded version before it takes traffic."""
+    forget_deadline_s: float = Field(86400.0, gt=0)
+    """A version trained on a forgotten subject is replaced and purged within this long after the forget."""
+    forget_check_s: float = Field(5.0, gt=0)
+    """How often versions are checked against the forgotten list."""

@@ -63,7 +63,7 @@ def train_version(stack: TestStack, settings: CommonSettings, *, model: str, eve
         publish(settings, settings.topics.events_clean, clean_events(stack, settings, events, seed=seed,
                                                                      labeled_fraction=1.0))
     own = TrainerSettings(model=model, family=family, min_labeled=200, max_epochs=trainer.pop("max_epochs", 25),
-                          patience=4, **trainer)
+                          patience=trainer.pop("patience", 4), **trainer)
     pipeline = TrainingPipeline(settings, own, make_redis(settings), artifact_store(settings))
     return pipeline.run(TrainRequest(f"test-{uuid.uuid4()}", "manual", "test"))
 

@@ -25,8 +25,7 @@ from bulwark.doctor import Diagnosis, DoctorSettings, diagnose, trace_report
 from bulwark.doctor.model import DOWN, UP
 from bulwark.events.envelope import derived_id
 from bulwark.reference import PERSONAL_FIELDS, ReferenceGenerator
-from bulwark.settings import CommonSettings
-from bulwark.testing.services import ServiceProcess, collect, distinct
+from bulwark.testing.services import ServiceProcess, collect, distinct, settings_from_env
 from bulwark.testing.stack import TestStack, topic_env
 from tests.integration.helpers import publish
 
@@ -72,7 +71,7 @@ class Chain:
             # No Triton in this chain: point at a port nothing serves so no other stack's Triton answers.
             self.env["TRITON_HTTP_URL"] = self.env["TRITON_GRPC_URL"] = "127.0.0.1:9"
         self.procs: dict[str, ServiceProcess] = {}
-        self.settings = _settings(self.env)
+        self.settings = settings_from_env(self.env)
 
     def start(self, module: str, service: str, *, extra: dict[str, str] | None = None,
               wait: bool = True) -> ServiceProcess:
@@ -87,16 +86,6 @@ class Chain:
                         spans=False)
 
 
-def _settings(env: dict[str, str]) -> CommonSettings:
-    import os
-
-    saved = dict(os.environ)
-    try:
-        os.environ.update(env)
-        return CommonSettings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def until(check: Callable[[], Diagnosis | None], timeout_s: float) -> tuple[Diagnosis | None, float]:

@@ -51,14 +51,16 @@ def models_list(as_json: bool) -> None:
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models_versions(model: str, as_json: bool) -> None:
-    """Every version of MODEL: state, metrics, the quantizer's and the gate's reports, signature status."""
+    """Every version of MODEL: state, metrics, the quantizer's and the gate's reports, signature status, the
+    DP epsilon spent, and the forgotten subjects it still carries with the deadline by which it is gone."""
     from bulwark.api.v1 import admin_pb2
 
     resp = _call("ListVersions", admin_pb2.ListVersionsRequest(model=model))
     rows = [{"version": v.version, "state": v.state, "family": v.family,
              "accuracy": round(v.metrics.get("accuracy", 0.0), 4), "auroc": round(v.metrics.get("auroc", 0.0), 4),
              "signature": "ok" if v.signature_ok else "FAILED", "quantization": v.quantization.split(":")[0],
-             "gate": v.gate[:60], "forgotten_subjects": v.forgotten_subjects} for v in resp.versions]
+             "gate": v.gate[:60], "epsilon": v.card.get("privacy.epsilon_spent", "-"),
+             "forgotten_subjects": v.forgotten_subjects, "gone_by": v.forget_deadline or "-"} for v in resp.versions]
     emit([MessageToDict(v) for v in resp.versions] if as_json else rows, as_json=as_json, rows=rows,
          colour_column="state")
 

@@ -75,24 +75,39 @@ def reveal(event_id: str, field: str, reason: str, partition: int | None, offset
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def forget(subject: str, reason: str, is_token: bool, as_json: bool) -> None:
     """Forget SUBJECT (a customer id, or its token with --token): delete its key, so every encrypted field
-    of that subject, anywhere, can no longer be decrypted; record it on the forgotten list."""
+    of that subject, anywhere, can no longer be decrypted; record it on the forgotten list, so no later
+    training set includes it, and name the model versions trained on it (the updater replaces and purges
+    them within its forget deadline; `bulwark models versions MODEL` shows when)."""
     from bulwark.audit import audit_event, current_actor, publish_audit
     from bulwark.cli.main import cli_settings
     from bulwark.crypto import Pseudonymizer, load_ring
     from bulwark.crypto.keys import RING_FIELD, RING_PSEUDONYM
     from bulwark.crypto.subjects import SubjectKeyStore
+    from bulwark.forgetting import ForgettingLedger
     from bulwark.redis_client import make_redis
     from bulwark.redis_keys import RedisKeys
+    from bulwark.registry import ModelRegistry
 
     settings = cli_settings()
     token = subject if is_token else Pseudonymizer(load_ring(RING_PSEUDONYM, settings.keys_path)).token(
         subject, domain="subject")
     store = SubjectKeyStore(make_redis(settings), RedisKeys(settings.redis_prefix),
                             load_ring(RING_FIELD, settings.keys_path), cache_size=0)
+    client = make_redis(settings)
+    ledger = ForgettingLedger(client, RedisKeys(settings.redis_prefix),
+                              ModelRegistry(client, RedisKeys(settings.redis_prefix)))
     existed = store.forget(token)
+    # The versions trained on this subject: their replacement deadline counts from now (the updater
+    # retrains, rolls out the replacement and purges them).
+    affected = ledger.affected(token)
+    for model, version in affected:
+        ledger.stamp(model, version)
     publish_audit(settings, audit_event(actor=current_actor(), action="forget", target=token, reason=reason,
-                                        outcome="allowed", source="bulwark-cli", details={"key_existed": existed}))
-    result = {"subject": token, "key_deleted": existed, "forgotten": True}
+                                        outcome="allowed", source="bulwark-cli",
+                                        details={"key_existed": existed,
+                                                 "versions": [f"{m} v{v}" for m, v in affected]}))
+    result = {"subject": token, "key_deleted": existed, "forgotten": True,
+              "models_to_replace": ", ".join(f"{m} v{v}" for m, v in affected) or "-"}
     emit(result, as_json=as_json, rows=[result])
 
 

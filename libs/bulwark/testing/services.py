@@ -57,7 +57,7 @@ class ServiceProcess:
 
     def wait_running(self, timeout_s: float = 60) -> None:
         """Block until the heartbeat says running; fail with the log's tail if the process exits."""
-        client = make_redis(_settings_from(self.env))
+        client = make_redis(settings_from_env(self.env))
         key = RedisKeys(self.env.get("BULWARK_REDIS_PREFIX", "bulwark")).heartbeat(self.service, self.instance)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -106,7 +106,8 @@ class ServiceProcess:
             return "(no log)"
 
 
-def _settings_from(env: dict[str, str]) -> CommonSettings:
+def settings_from_env(env: dict[str, str]) -> CommonSettings:
+    """Common settings as a process started with `env` would read them (this process's environment is restored)."""
     saved = dict(os.environ)
     try:
         os.environ.update(env)
