@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 export BULWARK_HOME ?= $(CURDIR)/var
 
-.PHONY: help venv system-deps proto test test-slow test-all bench demo down status clean
+.PHONY: help venv system-deps browser-deps proto test test-slow test-all bench demo down status clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,16 +38,23 @@ system-deps:  ## Debian packages the local parts need (redis-server, libpython3.
 	  else echo "error: install these Debian packages first:$$missing (sudo apt-get install$$missing)"; exit 1; fi; \
 	fi
 
+browser-deps:  ## Debian's Chromium, for the console's browser tests (slow suite); Playwright never downloads one.
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing: chromium"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "error: install Debian's chromium first (sudo apt-get install chromium)"; exit 1; fi; \
+	fi
+
 proto: $(STAMP)  ## Regenerate the gRPC code in libs/bulwark/api from proto/.
 	$(BIN)/python proto/generate.py
 
 test: $(STAMP)  ## The test suite (real broker, Redis, Triton started by fixtures); slow suites excluded.
 	$(PYTEST) -m "not slow" -p no:cacheprovider
 
-test-slow: $(STAMP)  ## The slow suites (fault injection, end to end, distributed); CI runs them too.
+test-slow: $(STAMP) browser-deps  ## The slow suites (fault injection, end to end, distributed); CI runs them too.
 	$(PYTEST) -m slow -p no:cacheprovider
 
-test-all: $(STAMP)  ## Everything.
+test-all: $(STAMP) browser-deps  ## Everything.
 	$(PYTEST) -p no:cacheprovider
 
 bench: $(STAMP)  ## Every benchmark in bench/, printed as one table (ratios against in-run baselines).

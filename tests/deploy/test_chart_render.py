@@ -84,7 +84,7 @@ def test_render_deployments_match_stack_catalog(default_render: Rendered) -> Non
         container = default_render.container(name(entry.name))
         assert container["command"] == ["python", "-m", entry.module]
         ports = [p["containerPort"] for p in container.get("ports", [])]
-        assert ports == ([entry.grpc_port] if entry.grpc_port else [])
+        assert ports == [p for p in (entry.grpc_port, entry.http_port) if p]
 
 
 def test_render_services_select_their_pods(any_render: Rendered) -> None:

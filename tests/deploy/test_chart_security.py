@@ -13,7 +13,8 @@ from tests.deploy.conftest import RELEASE, Rendered, name, render
 
 # Which key files each workload may read (libs/bulwark/crypto, services/*/__main__.py): the anonymizer alone
 # holds the field and pseudonym rings; only the trainer, quantizer and gate can sign; Triton and the
-# explainer unwrap artifacts (kek); tokens.json only where a gRPC API checks credentials.
+# explainer unwrap artifacts (kek); tokens.json only where a gRPC API checks credentials, and in the console,
+# which checks a person's token before forwarding a change (its own token is BULWARK_CLIENT_TOKEN).
 KEYS = {
     "ingest-anonymizer": {"field.json", "pseudonym.json", "dlq.json"},
     "trainer": {"kek.json", "signing.key", "verify.json", "dlq.json"},
@@ -22,6 +23,7 @@ KEYS = {
     "updater": {"verify.json", "dlq.json", "tokens.json"},
     "inference": {"verify.json", "tokens.json"},
     "explainer": {"kek.json", "verify.json", "dlq.json", "tokens.json"},
+    "console": {"verify.json", "tokens.json"},
     "triton": {"kek.json", "verify.json"},
 }
 GRPC_HEALTH_NAMES = {"updater": "bulwark.api.v1.ModelAdmin", "inference": "bulwark.api.v1.InferenceService",
@@ -102,7 +104,16 @@ def test_probes_use_real_health(default_render: Rendered) -> None:
         container = default_render.container(name(entry.name))
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert probe in container, (entry.name, probe)
-        if entry.grpc_port:
+        if entry.http_port:
+            # The console: HTTP on its own port, at a route its app really serves (no Redis or broker needed).
+            from services.console.app import build_app
+
+            routes = {getattr(r, "path", None) for r in build_app(None).routes}  # type: ignore[arg-type]
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                get = container[probe]["httpGet"]
+                assert get["port"] == "http" and get["path"] in routes, (entry.name, probe)
+            assert {"name": "http", "containerPort": entry.http_port, "protocol": "TCP"} in container["ports"]
+        elif entry.grpc_port:
             # grpc.health.v1: liveness asks about the server, readiness about the service itself (NOT_SERVING
             # while its dependencies, e.g. Triton for the front door, are down).
             assert container["livenessProbe"]["grpc"] == {"port": entry.grpc_port, "service": ""}
@@ -176,12 +187,17 @@ def test_network_only_front_door_reachable_from_outside(default_render: Rendered
     for internal in ("updater", "explainer"):
         (rule,) = ingress_by_component[internal]
         assert rule["from"] == [{"podSelector": {"matchLabels": release_pods}}]
-    # Triton: only from the front door and the updater.
-    (rule,) = ingress_by_component["triton"]
+    # The console: its HTTP port, only from pods of the release's namespace.
+    assert ingress_by_component["console"] == [{"ports": [{"port": "http", "protocol": "TCP"}],
+                                                "from": [{"podSelector": {}}]}]
+    # Triton: only from the front door and the updater; its HTTP port (health) also from the console.
+    rule, health = ingress_by_component["triton"]
     sources = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in rule["from"]}
     assert sources == {"inference", "updater"}
+    assert health["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in health["from"]] == ["console"]
     # Nothing else admits any traffic.
-    assert set(ingress_by_component) == {"inference", "updater", "explainer", "triton"}
+    assert set(ingress_by_component) == {"inference", "updater", "explainer", "triton", "console"}
 
 
 def test_network_egress_limited_to_infrastructure(production_render: Rendered,
@@ -201,6 +217,33 @@ def test_network_front_door_sources_by_value(production_render: Rendered,
                                              production_values: dict[str, Any]) -> None:
     (rule,) = _policies(production_render)["inference-ingress"]["spec"]["ingress"]
     assert rule["from"] == production_values["networkPolicy"]["frontDoorFrom"]
+
+
+def test_console_internal_by_default_exposed_only_by_value(default_render: Rendered,
+                                                           production_render: Rendered,
+                                                           production_values: dict[str, Any]) -> None:
+    # A ClusterIP Service and no Ingress by default; the production values add peers and an Ingress.
+    svc = default_render.get("Service", name("console"))["spec"]
+    assert svc["type"] == "ClusterIP" and [(p["port"], p["targetPort"]) for p in svc["ports"]] == [(8080, "http")]
+    assert default_render.kind("Ingress") == []
+    (rule,) = _policies(production_render)["console-ingress"]["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {}}] + production_values["networkPolicy"]["consoleFrom"]
+    (ingress,) = production_render.kind("Ingress")
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": name("console"), "port": {"name": "http"}}
+    assert ingress["spec"]["tls"][0]["secretName"] == "bulwark-console-tls"
+
+
+def test_console_client_token_from_secret_ref(default_render: Rendered, production_render: Rendered) -> None:
+    env = {e["name"]: e for e in production_render.container(name("console"))["env"]}
+    assert env["BULWARK_CLIENT_TOKEN"] == {"name": "BULWARK_CLIENT_TOKEN", "valueFrom": {
+        "secretKeyRef": {"name": "bulwark-console-token", "key": "token"}}}
+    assert not [e for e in env.values() if "TOKEN" in e["name"] and "value" in e]
+    # No auth by default: no token, and none leaks into any other pod.
+    assert "BULWARK_CLIENT_TOKEN" not in {e["name"] for e in default_render.container(name("console"))["env"]}
+    for workload, pod in production_render.pod_specs():
+        if workload != name("console"):
+            assert "BULWARK_CLIENT_TOKEN" not in {e["name"] for e in pod["containers"][0].get("env", [])}
 
 
 def test_network_in_cluster_kafka_redis_admit_only_services(chart: helm_python.Chart) -> None:

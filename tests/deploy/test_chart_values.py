@@ -80,6 +80,8 @@ def test_bad_values_fail_lint_too() -> None:
     ({"services": {"inference": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3,
                                                   "targetCPUUtilizationPercentage": 70}}}},
      "services.inference.autoscaling.minReplicas (5) is above maxReplicas (3)"),
+    ({"auth": {"required": True}},
+     "services.console.clientToken.secretName is required when auth.required is true"),
 ])
 def test_impossible_combinations_fail_with_reason(chart: helm_python.Chart, values: dict[str, Any],
                                                   message: str) -> None:
@@ -135,5 +137,6 @@ def test_policy_change_rolls_the_pods_that_read_it(chart: helm_python.Chart) -> 
     before = checksums(render(chart))
     after = checksums(render(chart, {"policies": {"guard": "version: 3\n"}}))
     changed = {n for n in before if before[n] != after[n]}
-    # The gate and the front door read the guard policy; the anonymizer's pods stay as they are.
-    assert changed == {name("robustness-guard"), name("inference")}
+    # The gate, the front door and the console (drift threshold) read the guard policy; the anonymizer's
+    # pods stay as they are.
+    assert changed == {name("robustness-guard"), name("inference"), name("console")}

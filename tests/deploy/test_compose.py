@@ -97,8 +97,17 @@ def test_compose_healthchecks_and_depends_on_conditions(compose: dict[str, Any])
     for key in ("kafka", "redis", "triton"):
         assert services[key]["healthcheck"]["test"], key
     for entry in CATALOG:
-        probe = ["CMD", "bulwark", "probe", entry.name, "--ready"]
-        assert services[entry.name]["healthcheck"]["test"] == probe
+        test = services[entry.name]["healthcheck"]["test"]
+        if entry.http_port:
+            # The console's HTTP API answers for itself, on its port, inside the container.
+            assert test[:3] == ["CMD", "python", "-c"]
+            assert f"http://127.0.0.1:{entry.http_port}/api/" in test[3]
+            assert services[entry.name]["environment"]["BULWARK_CONSOLE_PORT"] == str(entry.http_port)
+            assert services[entry.name]["environment"]["BULWARK_CONSOLE_HOST"] == "0.0.0.0"
+            # Published on the host's loopback only: the front door stays the one port for other machines.
+            assert services[entry.name]["ports"] == [f"127.0.0.1:{entry.http_port}:{entry.http_port}"]
+        else:
+            assert test == ["CMD", "bulwark", "probe", entry.name, "--ready"]
     for key, svc in services.items():
         for dep, cond in svc.get("depends_on", {}).items():
             assert dep in services, (key, dep)

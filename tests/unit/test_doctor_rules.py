@@ -31,3 +31,22 @@ def test_failed_instance_is_replaced_only_by_an_up_instance_started_after_its_la
     assert not _replaced(250.0, beats, {"a-new": UP, "b-old": UP})
     # A newer instance that is itself down replaces nothing.
     assert not _replaced(150.0, beats, {"a-new": DOWN, "b-old": UP})
+
+
+def _span(service: str, at: int, trace: str = "ab" * 16, **attributes: object) -> dict:
+    return {"trace_id": trace, "service": service, "status": "unset", "name": f"{service} handle",
+            "attributes": dict(attributes), "start_ns": at}
+
+
+def test_a_reader_beside_the_chain_is_not_mistaken_for_progress() -> None:
+    from bulwark.doctor.traces import trace_report
+    from bulwark.settings import CommonSettings
+
+    # The updater reads clean events for labels; the trainer never got this one: it stopped before the trainer.
+    spans = [_span("producer", 1), _span("ingest-anonymizer", 2), _span("updater", 3)]
+    report = trace_report(CommonSettings(), "ab" * 16, spans=spans)
+    assert not report.complete
+    assert report.last_hop == "ingest-anonymizer" and report.stopped_at == "trainer"
+    spans.append(_span("trainer", 4))
+    report = trace_report(CommonSettings(), "ab" * 16, spans=spans)
+    assert report.complete and report.last_hop == "trainer" and "last hop trainer" in report.detail

@@ -46,8 +46,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/*
-The services the chart runs, in chain order: module (`python -m`), gRPC port and health service name, the
-files of the keys Secret each one reads (libs/bulwark/crypto: rings, signing and verify keys; tokens.json
+The services the chart runs, in chain order: module (`python -m`), gRPC port and health service name (or
+HTTP port and probe path), the files of the keys Secret each one reads (libs/bulwark/crypto: rings, signing and verify keys; tokens.json
 for the gRPC APIs), the shared volumes, and the policies. tests/deploy checks this against
 libs/bulwark/stack/catalog.py.
 */}}
@@ -92,6 +92,14 @@ explainer:
   keys: [kek.json, verify.json, dlq.json]
   tokens: true
   shared: ro
+console:
+  module: services.console
+  http: {port: 8080, path: /api/config, env: BULWARK_CONSOLE_PORT, hostEnv: BULWARK_CONSOLE_HOST}
+  keys: [verify.json]
+  tokens: true
+  clientToken: true
+  shared: ro
+  policies: [guard]
 {{- end -}}
 
 {{/* A policy's YAML text: the value when set, else the chart's copy of the default. dict "root" $ "name" N */}}
@@ -248,6 +256,22 @@ imagePullSecrets:
 {{- define "bulwark.heartbeatProbe" -}}
 exec:
   command: [bulwark, probe, {{ .service }}{{ range .args }}, {{ . }}{{ end }}]
+{{- if .startup }}
+periodSeconds: 10
+timeoutSeconds: {{ .root.Values.probes.timeoutSeconds }}
+failureThreshold: {{ .root.Values.probes.startupFailureThreshold }}
+{{- else }}
+periodSeconds: {{ .root.Values.probes.periodSeconds }}
+timeoutSeconds: {{ .root.Values.probes.timeoutSeconds }}
+failureThreshold: {{ .root.Values.probes.failureThreshold }}
+{{- end }}
+{{- end -}}
+
+{{/* An HTTP probe on the pod's port. dict "path" PATH "root" $ "startup" BOOL */}}
+{{- define "bulwark.httpProbe" -}}
+httpGet:
+  path: {{ .path }}
+  port: http
 {{- if .startup }}
 periodSeconds: 10
 timeoutSeconds: {{ .root.Values.probes.timeoutSeconds }}

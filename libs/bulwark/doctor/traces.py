@@ -158,7 +158,11 @@ def trace_report(settings: CommonSettings, ident: str, *, doctor: DoctorSettings
                            "than the spans kept (sample more with BULWARK_TRACES_SAMPLE_RATIO)", mine)
     failed = next((h for h in order if reached[h]["status"] == "error"
                    or reached[h]["attributes"].get("bulwark.outcome") == "dead_lettered"), None)
-    last = order[-1]
+    # Progress follows the chain from the first hop reached; readers beside it (the updater reads clean events
+    # for labels, the explainer reads inference.log) are listed as reached but are not the next hop.
+    last = order[0]
+    while NEXT_HOP.get(last) in reached:
+        last = NEXT_HOP[last]  # type: ignore[assignment]
     if failed is not None:
         s = reached[failed]
         reason = s["attributes"].get("bulwark.dlq.reason") or s.get("status_message") or "error"

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ServiceEntry:
-    """A service: its name, the module `python -m` runs, and its gRPC port in the local demo (0: none)."""
+    """A service: the module `python -m` runs, its gRPC and HTTP ports in the local demo (0: none)."""
 
     name: str
     module: str
     grpc_port: int = 0
+    http_port: int = 0
 
     @property
     def script(self) -> str:
@@ -28,6 +29,7 @@ CATALOG: tuple[ServiceEntry, ...] = (
     ServiceEntry("updater", "services.updater", grpc_port=50053),
     ServiceEntry("inference", "services.inference", grpc_port=50051),
     ServiceEntry("explainer", "services.explainer", grpc_port=50052),
+    ServiceEntry("console", "services.console", http_port=8080),
 )
 
 
