@@ -51,7 +51,7 @@ from bulwark.testing.services import REPO_ROOT, ServiceProcess
 from bulwark.testing.stack import TestStack, topic_env
 from tests.integration.helpers import deploy, train_version
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # about 2 minutes: a whole flow with every secret in play
 PUBLIC_KEY_FILES = {"verify.json"}  # Ed25519 verify keys are public by design: they are not secrets
 
 
@@ -217,6 +217,7 @@ def helm_renders(canary: str) -> dict[str, bytes]:
         "redis": {"url": "rediss://redis:6380/0", "passwordSecret": {"name": "redis-auth"},
                   "tls": {"secretName": "redis-tls", "clientCertificate": True}},
         "auth": {"required": True}, "grpcTls": {"secretName": "grpc-tls", "requireClientCertificates": True},
+        "services": {"console": {"clientToken": {"secretName": "console-token"}}},
     }
     out = {}
     with helm_python.Chart.load(CHART) as chart:
