@@ -3,11 +3,13 @@ Triton, and the services as processes (front door, explainer, updater, guard, an
 
 One platform for the module: two versions of a model trained by the trainer's own pipeline, the first promoted
 by the updater, the second in canary under a steady client. The tests then read the page as a person would.
-Screenshots of each view go to docs/img/console-*.png.
+Screenshots of each view go to tests/artifacts/console/ (ignored by git); with BULWARK_UPDATE_SCREENSHOTS=1
+they replace the ones the docs show, docs/img/console-*.png.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -31,7 +33,9 @@ from tests.integration.helpers import publish, train_version
 from tests.integration.test_inference import features
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+_ROOT = Path(__file__).resolve().parents[2]
+# A test run never dirties the tree: the docs' pictures change only when asked.
+IMG = _ROOT / "docs" / "img" if os.environ.get("BULWARK_UPDATE_SCREENSHOTS") == "1" else _ROOT / "tests" / "artifacts" / "console"
 REFRESH_S = 1.0
 HEARTBEAT_TTL_S = 3.0  # TestStack.env(): the doctor names a silent instance down by then at the latest
 
@@ -237,7 +241,7 @@ class Page:
                                   "({x: t.x, y: t.y, customdata: t.customdata, name: t.name}))")
 
     def shot(self, name: str) -> None:
-        """Save a screenshot of the whole page to docs/img/console-<name>.png."""
+        """Save a screenshot of the whole page as console-<name>.png under IMG."""
         IMG.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(IMG / f"console-{name}.png"), full_page=True)
 
