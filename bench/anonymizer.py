@@ -43,6 +43,7 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
 from _common import Row, progress, save
+from _models import clean_stamps
 from bulwark.bus import Context, make_producer
 from bulwark.bus.client import kafka_client_config
 from bulwark.bus.reader import read_topic
@@ -242,19 +243,13 @@ def end_to_end(stack: TestStack, events: list[Envelope]) -> dict[str, float]:
     finally:
         if svc.alive:
             svc.terminate()
-    stamps: dict[str, int] = {}
-    for rec, event in read_topic(w.settings, w.clean, idle_ms=1000):
-        if event is not None:
-            stamps.setdefault(event.id, rec.timestamp)
-    if len(stamps) < n:
-        raise RuntimeError(f"only {len(stamps)} distinct clean events of {n} ({dead} dead-lettered)")
-    times = sorted(stamps.values())
+    times = clean_stamps(w.settings, w.clean, n, f"{dead} dead-lettered")
     span_s = (times[-1] - times[0]) / 1000
     cpu = {k: round(v - cpu_start.get(k, 0.0), 2) for k, v in cpu_end.items()}
     cpu = {k: v for k, v in cpu.items() if v >= 0.01}
     progress(f"end to end: CPU seconds while the service ran (~{wall:.1f} s wall x {os.cpu_count()} cores): "
              f"{cpu}")
-    return {"rate": (len(times) - 1) / span_s, "span_s": span_s, "distinct": len(stamps),
+    return {"rate": (len(times) - 1) / span_s, "span_s": span_s, "distinct": len(times),
             "dead_lettered": dead, "cpu_s": cpu, "cpu_wall_s": round(wall, 2)}
 
 

@@ -22,7 +22,6 @@ import uuid
 from pathlib import Path
 
 import grpc
-import numpy as np
 import torch
 
 from _common import Row, progress, save

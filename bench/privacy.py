@@ -16,24 +16,15 @@ import numpy as np
 import torch
 
 from _common import Row, progress, save
-from bulwark.features import REFERENCE_FEATURES, FeatureSpec
+from _models import reference_data
 from bulwark.guard.membership import membership_audit
 from bulwark.metrics import classification_report
-from bulwark.reference import ReferenceGenerator, bayes_accuracy
-from services.trainer.dataset import in_validation
+from bulwark.reference import bayes_accuracy
 from services.trainer.distributed import builder, run_training
 from services.trainer.private import PrivacyConfig
 from services.trainer.training import LoopConfig
 
 
-def data(n: int):  # noqa: ANN201
-    """Reference events split and encoded like the trainer does."""
-    events = list(ReferenceGenerator(seed=101, labeled_fraction=1.0).events(n))
-    train = [e.payload for e in events if not in_validation(e.id, 0.2)]
-    val = [e.payload for e in events if in_validation(e.id, 0.2)]
-    spec = FeatureSpec.fit(train, REFERENCE_FEATURES)
-    y = lambda rs: np.array([int(r["is_fraud"]) for r in rs], dtype=np.int64)  # noqa: E731
-    return spec, spec.encode(train), y(train), spec.encode(val), y(val)
 
 
 def main() -> None:
@@ -44,7 +35,7 @@ def main() -> None:
     parser.add_argument("--max-grad-norm", type=float, default=1.0)
     args = parser.parse_args()
     progress(f"generating and encoding {args.events} reference events")
-    spec, xt, yt, xv, yv = data(args.events)
+    spec, xt, yt, xv, yv = reference_data(args.events)
     build = builder("mlp", spec, {"hidden": [64, 64], "dropout": 0.0})
     runs: dict[str, LoopConfig] = {
         "no DP": LoopConfig(seed=7, max_epochs=args.epochs, patience=args.epochs, keep_best=False),

@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 
 from _common import Row, progress, save
+from _models import clean_stamps
 from anonymizer import SERVICE, Wiring, _produce_all
-from bulwark.bus.reader import read_topic
 from bulwark.redis_client import make_redis
 from bulwark.redis_keys import RedisKeys
 from bulwark.reference import ReferenceGenerator
@@ -55,13 +55,7 @@ def run(stack: TestStack, events: list, mode: str) -> float:
     finally:
         if svc.alive:
             svc.terminate()
-    stamps: dict[str, int] = {}
-    for rec, event in read_topic(w.settings, w.clean, idle_ms=1000):
-        if event is not None:
-            stamps.setdefault(event.id, rec.timestamp)
-    if len(stamps) < n:
-        raise RuntimeError(f"only {len(stamps)} of {n} clean events ({mode})")
-    times = sorted(stamps.values())
+    times = clean_stamps(w.settings, w.clean, n, mode)
     return (len(times) - 1) / ((times[-1] - times[0]) / 1000)
 
 

@@ -34,7 +34,7 @@ def browser() -> Iterator[object]:
     """One headless Chromium for the session."""
     why = _ensure_chromium()
     if why:
-        pytest.skip(why)
+        pytest.fail(why + " (`make browser-deps` installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
