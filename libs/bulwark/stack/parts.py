@@ -220,21 +220,25 @@ def seaweedfs_spec(data_dir: Path, ports: SeaweedPorts) -> PartSpec:
 
 
 def tansu_spec(port: int, *, s3_endpoint: str | None, cluster_id: str = "bulwark",
-               tls_cert: Path | None = None, tls_key: Path | None = None) -> PartSpec:
-    """The Tansu broker; S3 storage when `s3_endpoint` is given, else memory (lost on restart)."""
+               advertised_port: int | None = None) -> PartSpec:
+    """The Tansu broker; S3 storage when `s3_endpoint` is given, else memory (lost on restart).
+
+    `advertised_port` is the port clients are told to use, when something stands in front of the broker (the
+    TLS tests' terminator); the bootstrap endpoint and the readiness check use it too, so a front that
+    speaks TLS needs its own readiness check. Tansu 0.6 serves plaintext only: its `--cert` and `--key`
+    cannot be given together, and its listener never wraps a connection in TLS, so neither is passed."""
     listener = f"tcp://127.0.0.1:{port}"
-    argv = [str(tansu_binary()), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-            "--cluster-id", cluster_id,
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
+    argv = [str(tansu_binary()), "broker", "--listener-url", listener,
+            "--advertised-listener-url", advertised, "--cluster-id", cluster_id,
             "--storage-engine", f"s3://{S3_BUCKET}/" if s3_endpoint else "memory://tansu/"]
-    if tls_cert and tls_key:
-        argv += ["--cert", str(tls_cert), "--key", str(tls_key)]
     # Tansu reads these from the environment too: set every one so an inherited value cannot leak in.
-    env = {"CLUSTER_ID": cluster_id, "LISTENER_URL": listener, "ADVERTISED_LISTENER_URL": listener,
+    env = {"CLUSTER_ID": cluster_id, "LISTENER_URL": listener, "ADVERTISED_LISTENER_URL": advertised,
            "STORAGE_ENGINE": argv[argv.index("--storage-engine") + 1]}
     if s3_endpoint:
         env.update({"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
                     "AWS_ENDPOINT": s3_endpoint, "AWS_ALLOW_HTTP": "true", "AWS_DEFAULT_REGION": "us-east-1"})
-    bootstrap = f"127.0.0.1:{port}"
+    bootstrap = f"127.0.0.1:{advertised_port or port}"
     return PartSpec("kafka", argv, env, unset_env=("OTEL_EXPORTER_OTLP_ENDPOINT", "SCHEMA_REGISTRY"),
                     ready=lambda: kafka_ready(bootstrap), ready_timeout_s=30,
                     stop_timeout_s=8, endpoints={"bootstrap": bootstrap})
