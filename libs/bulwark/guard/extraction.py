@@ -17,9 +17,10 @@ replica sees the same counts:
 - a detected client gets one `guard.extraction` alert and is throttled for `throttle_s`: at most
   `throttle_per_minute` queries and label-only answers.
 
-Every command goes on the front door's own pipeline (one Redis round trip with the cache lookup). The
+A request's bookkeeping is one server-side script (`_ACCOUNT`: count, add cells, read the window) on the
+front door's own pipeline, so it costs one command in the cache lookup's round trip, not twenty. The
 model-side counts of a request (OOD, near-boundary) are only known after Triton answers: they wait in
-memory and ride on the client's next pipeline. The client key is hashed before it reaches Redis; with
+memory and ride on the client's next request. The client key is hashed before it reaches Redis; with
 credentials on, the budget follows the authenticated identity, which the caller cannot change per call.
 """
 
@@ -42,18 +43,44 @@ from bulwark.guard.policy import ExtractionPolicy
 from bulwark.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
-_STATS = ("n", "ood", "edge")
+
+
+# KEYS: this sub-window's stats hash and cell HyperLogLog, the minute counter, the throttle mark, then the
+# window's stats hashes and cell logs (oldest first). ARGV: queries, ood, near-boundary, ttl, sub-windows,
+# then the request's cells. Returns {queries this minute, window queries, ood, near-boundary, distinct
+# cells, throttled (0/1)}. Every key carries the client's hash tag, so the script runs on a cluster too.
+_ACCOUNT = """
+local n, ood, edge, ttl, b = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'n', n)
+if ood > 0 then redis.call('HINCRBY', KEYS[1], 'ood', ood) end
+if edge > 0 then redis.call('HINCRBY', KEYS[1], 'edge', edge) end
+redis.call('EXPIRE', KEYS[1], ttl)
+if #ARGV > 5 then
+  redis.call('PFADD', KEYS[2], unpack(ARGV, 6))
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+local minute = redis.call('INCRBY', KEYS[3], n)
+redis.call('EXPIRE', KEYS[3], 120)
+local sn, so, se = 0, 0, 0
+for i = 5, 4 + b do
+  local row = redis.call('HMGET', KEYS[i], 'n', 'ood', 'edge')
+  sn = sn + (tonumber(row[1]) or 0)
+  so = so + (tonumber(row[2]) or 0)
+  se = se + (tonumber(row[3]) or 0)
+end
+local cells = redis.call('PFCOUNT', unpack(KEYS, 5 + b, 4 + 2 * b))
+local throttled = redis.call('EXISTS', KEYS[4])
+return {minute, sn, so, se, cells, throttled}
+"""
 
 
 @dataclass(frozen=True)
 class Ticket:
-    """What one request queued on the pipeline, to read its replies back."""
+    """Where one request's script reply sits in the pipeline's replies."""
 
     who: str
     model: str
-    start: int
-    buckets: int
-    reads: int
+    at: int
 
 
 @dataclass
@@ -136,48 +163,29 @@ class ExtractionDefence:
     # ------------------------------------------------------------------ before the model
     def queue(self, pipe: redis.client.Pipeline, model: str, client: str, records: Sequence[dict[str, Any]],
               fields: dict[str, Any]) -> Ticket:
-        """Queue this request's counts and the window's reads on the caller's pipeline."""
+        """Queue this request's accounting (one script call) on the caller's pipeline."""
         p, who = self.policy, self.who(model, client)
         now = self._clock()
         bucket = int(now // self._bucket_s)
-        ttl = p.window_s + self._bucket_s
-        start = len(pipe)
         with self._lock:
             ood, edge = self._pending.pop(who, (0, 0))
-        stats = self._keys.extraction(who, "q", str(bucket))
-        pipe.hincrby(stats, "n", len(records))
-        if ood:
-            pipe.hincrby(stats, "ood", ood)
-        if edge:
-            pipe.hincrby(stats, "edge", edge)
-        pipe.expire(stats, ttl)
-        cells = cell_ids(records, fields, p.grid_bins) if fields else []
-        if cells:
-            pipe.pfadd(self._keys.extraction(who, "c", str(bucket)), *cells)
-            pipe.expire(self._keys.extraction(who, "c", str(bucket)), ttl)
-        minute = self._keys.extraction(who, "m", str(int(now // 60)))
-        pipe.incrby(minute, len(records))
-        pipe.expire(minute, 120)
-        first = len(pipe)
         window = [str(b) for b in range(bucket - p.buckets + 1, bucket + 1)]
-        for b in window:
-            pipe.hmget(self._keys.extraction(who, "q", b), *_STATS)
-        pipe.pfcount(*[self._keys.extraction(who, "c", b) for b in window])
-        pipe.get(self._keys.extraction(who, "t", "on"))
-        return Ticket(who, model, start, p.buckets, first - start)
+        key = self._keys.extraction
+        keys = [key(who, "q", str(bucket)), key(who, "c", str(bucket)), key(who, "m", str(int(now // 60))),
+                key(who, "t", "on"), *[key(who, "q", b) for b in window], *[key(who, "c", b) for b in window]]
+        cells = cell_ids(records, fields, p.grid_bins) if fields else []
+        at = len(pipe)
+        # EVAL, not EVALSHA: Redis caches the compiled script by its digest, and a pipeline never meets a
+        # NOSCRIPT error after a Redis restart.
+        pipe.eval(_ACCOUNT, len(keys), *keys, len(records), ood, edge, p.window_s + self._bucket_s, p.buckets,
+                  *cells)
+        return Ticket(who, model, at)
 
     def assess(self, ticket: Ticket, replies: Sequence[Any]) -> Assessment:
-        """Decide from the replies to what `queue` sent (`replies` is the whole pipeline's answer)."""
+        """Decide from the script's reply (`replies` is the whole pipeline's answer)."""
         p = self.policy
-        at = ticket.start + ticket.reads
-        minute = int(replies[at - 2])
-        n = ood = edge = 0
-        for row in replies[at:at + ticket.buckets]:
-            n += int(row[0] or 0)
-            ood += int(row[1] or 0)
-            edge += int(row[2] or 0)
-        cells = int(replies[at + ticket.buckets])
-        throttled = replies[at + ticket.buckets + 1] is not None
+        minute, n, ood, edge, cells, throttled_flag = (int(x) for x in replies[ticket.at])
+        throttled = bool(throttled_flag)
         a = Assessment(ticket.who, n, cells, ood / n if n else 0.0, edge / n if n else 0.0, throttled)
         if n > p.budget:
             a.reject = BulwarkError(Reason.RESOURCE_EXHAUSTED, f"query budget: at most {p.budget} queries per "
