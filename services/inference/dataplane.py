@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import orjson
 import redis
+from opentelemetry import trace
 
 from bulwark.bus.producer import EventProducer, Output
 from bulwark.errors import BulwarkError, InvalidArgumentError, Reason
@@ -33,6 +34,7 @@ from bulwark.settings import CommonSettings
 from bulwark.tracing import tracer
 from bulwark.triton.client import TritonClient
 from bulwark.versions import ServedVersion, VersionCatalog
+from services.inference.coalesce import Call, Coalescer
 from services.inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
@@ -132,33 +134,57 @@ class InferenceDataPlane:
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
         self._cache_writer = CacheWriter(self.redis, self.own.cache_ttl_s)
         self._rng = random.Random()
+        self._coalescer: Coalescer[PredictInput, PredictOutput] | None = None
+        if own.coalesce_slots:
+            self._coalescer = Coalescer(self._serve_coalesced, slots=own.coalesce_slots,
+                                        max_batch=own.coalesce_max_batch)
 
     # ------------------------------------------------------------------ public
     def predict(self, req: PredictInput, *, deadline_s: float, identity: str = "") -> PredictOutput:
-        """One prediction; raises BulwarkError (the transport maps it to a status)."""
-        result = self.predict_many([req], deadline_s=deadline_s, identity=identity)[0]
+        """One prediction; raises BulwarkError (the transport maps it to a status). Concurrent calls are
+        served in batches (`coalesce.py`) unless coalescing is off."""
+        if self._coalescer is not None:
+            result = self._coalescer.call(req, deadline_s=deadline_s, identity=identity)
+        else:
+            result = self.predict_many([req], deadline_s=deadline_s, identity=identity)[0]
         if isinstance(result, BulwarkError):
             raise result
         return result
 
-    def predict_many(self, reqs: Sequence[PredictInput], *, deadline_s: float,
-                     identity: str = "") -> list[PredictOutput | BulwarkError]:
+    def _serve_coalesced(self, calls: Sequence[Call[PredictInput, PredictOutput]]) -> None:
+        """One batch of concurrent single calls, through `predict_many` (spans linked to every caller)."""
+        now = time.perf_counter()
+        if len(calls) == 1:  # the usual case at low load: no batch span
+            calls[0].result = self.predict_many([calls[0].req], deadline_s=calls[0].remaining_s(now),
+                                                identity=calls[0].identity)[0]
+            return
+        links = [trace.Link(c.context) for c in calls if c.context.is_valid]
+        with _TRACER.start_as_current_span("coalesced batch", links=links, attributes={"bulwark.batch": len(calls)}):
+            results = self.predict_many([c.req for c in calls], deadline_s=max(c.remaining_s(now) for c in calls),
+                                        identities=[c.identity for c in calls])
+        for c, r in zip(calls, results):
+            c.result = r
+
+    def predict_many(self, reqs: Sequence[PredictInput], *, deadline_s: float, identity: str = "",
+                     identities: Sequence[str] | None = None) -> list[PredictOutput | BulwarkError]:
         """Many predictions; each item answers or fails on its own. Items for the same version go to Triton
-        as one batch."""
+        as one batch. `identities`, when given, is each request's authenticated caller (a coalesced batch of
+        single calls); otherwise every request is `identity`'s."""
         started = time.perf_counter()
         results: list[PredictOutput | BulwarkError | None] = [None] * len(reqs)
+        idents = list(identities) if identities is not None else [identity] * len(reqs)
         groups: dict[tuple[str, int], list[tuple[int, PredictInput, str, int | None, str]]] = {}
         for i, req in enumerate(reqs):
             try:
                 self._check_request(req)
-                client = req.client_key or identity or "anonymous"
+                client = req.client_key or idents[i] or "anonymous"
                 version, shadow, route = self._route(req, client)
                 req.request_id = req.request_id or str(uuid.uuid4())
                 groups.setdefault((req.model, version), []).append((i, req, client, shadow, route))
             except BulwarkError as exc:
                 results[i] = exc
         for (model, version), items in groups.items():
-            self._serve_group(model, version, items, results, started, deadline_s, identity)
+            self._serve_group(model, version, items, results, started, deadline_s, idents)
         return [r if r is not None else BulwarkError(Reason.INTERNAL, "no result") for r in results]
 
     # ------------------------------------------------------------------ steps
@@ -184,7 +210,7 @@ class InferenceDataPlane:
         return version, shadow, route
 
     def _serve_group(self, model: str, version: int, items: list, results: list, started: float,
-                     deadline_s: float, identity: str = "") -> None:
+                     deadline_s: float, idents: Sequence[str]) -> None:
         try:
             served = self.catalog.get(model, version)
         except BulwarkError as exc:
@@ -214,23 +240,28 @@ class InferenceDataPlane:
         if not todo:
             return
         keys = [self.keys.prediction_cache(model, str(version), input_hash(t[1])) for t in todo]
-        # The extraction budget follows the authenticated caller when there is one (a client key is the caller's
+        # Rate limits and extraction budgets are per caller, and a coalesced group may hold several. The
+        # extraction budget follows the authenticated caller when there is one (a client key is the caller's
         # to change per call).
-        principal = identity if identity not in ("", "anonymous") else todo[0][2]
+        parties: dict[tuple[str, str], list[int]] = {}
+        for k, t in enumerate(todo):
+            principal = idents[t[0]] if idents[t[0]] not in ("", "anonymous") else t[2]
+            parties.setdefault((t[2], principal), []).append(k)
         with _TRACER.start_as_current_span("cache lookup", attributes={"bulwark.keys": len(keys)}) as span:
-            cached, count, xa = self._lookup(keys, model, todo[0][2], len(todo), served, principal,
-                                             [t[6] for t in todo])
+            cached, counts, xas = self._lookup(keys, model, served, parties, [t[6] for t in todo])
             span.set_attribute("bulwark.cache.hits", sum(c is not None for c in cached))
-        if self.guard.rate_exceeded(count):
-            for item, verdict in zip(todo, self.guard.throttled(len(todo))):
-                results[item[0]] = _rejected(verdict)
-            return
-        if xa.reject is not None:
-            for item in todo:
-                results[item[0]] = xa.reject
-            return
-        misses = [k for k, hit in enumerate(cached) if hit is None]
-        answers: dict[int, dict[str, Any]] = {k: cached[k] for k in range(len(todo)) if cached[k] is not None}
+        xa_of: dict[int, Assessment] = {}
+        for party, ks in parties.items():
+            if self.guard.rate_exceeded(counts[party]):
+                for k, verdict in zip(ks, self.guard.throttled(len(ks))):
+                    results[todo[k][0]] = _rejected(verdict)
+            elif xas[party].reject is not None:
+                for k in ks:
+                    results[todo[k][0]] = xas[party].reject
+            else:
+                xa_of.update((k, xas[party]) for k in ks)
+        misses = [k for k, hit in enumerate(cached) if hit is None and k in xa_of]
+        answers: dict[int, dict[str, Any]] = {k: cached[k] for k in xa_of if cached[k] is not None}
         if misses:
             remaining = deadline_s - (time.perf_counter() - started)
             try:
@@ -249,8 +280,11 @@ class InferenceDataPlane:
                 self.guard.after(served, fresh, logits, outs[1] if len(outs) > 1 else None,
                                  [todo[k][6] for k in misses])
                 probs = softmax(logits)
-                if self.extraction is not None and xa.who:
-                    self.extraction.observe(xa.who, probs, [v.ood_score for v in fresh])
+                if self.extraction is not None:
+                    for party, ks in parties.items():
+                        rows = [row for row, k in enumerate(misses) if k in ks]
+                        if rows and xas[party].who:
+                            self.extraction.observe(xas[party].who, probs[rows], [fresh[r].ood_score for r in rows])
                 for row, k in enumerate(misses):
                     answers[k] = {"p": [float(x) for x in probs[row]], "g": _verdict_doc(fresh[row])}
                 self._cache_put([keys[k] for k in misses], [answers[k] for k in misses])
@@ -270,28 +304,37 @@ class InferenceDataPlane:
                 self.guard.flagged(served, record, verdict)
             self._log(out, req, client, served, shadow, arrays)
             if self.extraction is not None:
-                results[i] = self.extraction.harden(out, xa)  # inference.log keeps the full answer
+                results[i] = self.extraction.harden(out, xa_of[k])  # inference.log keeps the full answer
 
-    def _lookup(self, keys: list[str], model: str, client: str, n: int, served: ServedVersion, principal: str,
-                records: list[dict[str, Any]]) -> tuple[list[dict[str, Any] | None], int | None, Assessment]:
-        """Cached answers, the client's rate count and its extraction assessment, in one Redis round trip."""
+    def _lookup(self, keys: list[str], model: str, served: ServedVersion, parties: dict[tuple[str, str], list[int]],
+                records: list[dict[str, Any]]) -> tuple[list[dict[str, Any] | None], dict[tuple[str, str], int | None],
+                                                         dict[tuple[str, str], Assessment]]:
+        """Cached answers, and each caller's rate count and extraction assessment, in one Redis round trip."""
+        counts: dict[tuple[str, str], int | None] = {p: None for p in parties}
+        xas: dict[tuple[str, str], Assessment] = {p: ALLOW for p in parties}
         try:
             pipe = self.redis.pipeline(transaction=False)
             if self.own.cache_ttl_s:
                 pipe.mget(keys)
-            rate_at = len(pipe)
-            self.guard.count(pipe, model, client, n)
-            counted = len(pipe) > rate_at
-            ticket = None
-            if self.extraction is not None:
-                ticket = self.extraction.queue(pipe, model, principal, records, (served.profile or {}).get("fields") or {})
+            at: dict[tuple[str, str], tuple[int, bool, Any]] = {}
+            fields = (served.profile or {}).get("fields") or {}
+            for (client, principal), ks in parties.items():
+                rate_at = len(pipe)
+                self.guard.count(pipe, model, client, len(ks))
+                counted = len(pipe) > rate_at
+                ticket = None
+                if self.extraction is not None:
+                    ticket = self.extraction.queue(pipe, model, principal, [records[k] for k in ks], fields)
+                at[(client, principal)] = (rate_at, counted, ticket)
             replies = pipe.execute() if len(pipe) else []
         except redis.RedisError:
-            return [None] * len(keys), None, ALLOW  # a Redis outage costs speed (no cache), never answers
+            return [None] * len(keys), counts, xas  # a Redis outage costs speed (no cache), never answers
         raw = replies[0] if self.own.cache_ttl_s else [None] * len(keys)
-        count = replies[rate_at] if counted else None
-        xa = self.extraction.assess(ticket, replies) if ticket is not None else ALLOW
-        return [orjson.loads(v) if v is not None else None for v in raw], count, xa
+        for party, (rate_at, counted, ticket) in at.items():
+            counts[party] = replies[rate_at] if counted else None
+            if ticket is not None:
+                xas[party] = self.extraction.assess(ticket, replies)
+        return [orjson.loads(v) if v is not None else None for v in raw], counts, xas
 
     def _cache_put(self, keys: list[str], values: list[dict[str, Any]]) -> None:
         # The answer does not wait for its cache write: a writer thread pipelines what is pending.

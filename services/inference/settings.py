@@ -29,5 +29,10 @@ class InferenceSettings(ServiceSettings):
     """Deadline for calls that send none."""
     max_batch_items: int = Field(1000, ge=1)
     """Most items one PredictBatch may carry (more is RESOURCE_EXHAUSTED)."""
+    coalesce_slots: int = Field(1, ge=0, le=64)
+    """Batches of concurrent Predict calls served at once; calls arriving while every slot is busy wait and
+    go to Triton together in the next batch (0: every call on its own)."""
+    coalesce_max_batch: int = Field(64, ge=1, le=1024)
+    """Most calls in one coalesced batch."""
     live_cache_s: float = Field(0.5, ge=0)
     """How long the live version read from Redis is reused (a promotion takes effect within this)."""

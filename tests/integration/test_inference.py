@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -105,6 +106,27 @@ def test_predict_equals_a_direct_torch_call_on_the_same_artifact(door: FrontDoor
         assert np.allclose(resp.probabilities, expected, atol=1e-5)
         assert list(resp.classes) == ["legitimate", "fraud"] and resp.label in resp.classes
         assert resp.guard.action == "allow" and resp.request_id
+
+
+def test_concurrent_calls_from_many_clients_each_get_their_own_answer(door: FrontDoor) -> None:
+    # Sixteen callers at once: the front door coalesces calls that arrive while a batch is in flight into one
+    # Triton request (coalesce.py). Each answer must still be its own input's, under its own request id.
+    payloads = [e.payload for e in ReferenceGenerator(seed=78).events(96)]
+    loaded = FAMILIES.get("mlp").load(door.store().open(door.model, door.v1.version, "trained"))
+    direct = loaded.predict(payloads)
+    answers: dict[str, inference_pb2.PredictResponse] = {}
+
+    def ask(i: int) -> None:
+        req = inference_pb2.PredictRequest(model=door.model, features=features(payloads[i]), request_id=f"call-{i}",
+                                           client_key=f"client-{i % 4}")
+        answers[f"call-{i}"] = door.stub.Predict(req, timeout=10)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(ask, range(len(payloads))))
+    for i, expected in enumerate(direct):
+        resp = answers[f"call-{i}"]
+        assert resp.request_id == f"call-{i}" and not resp.cached
+        assert np.allclose(resp.probabilities, expected, atol=1e-5), i
 
 
 def test_repeat_request_is_served_from_the_cache(door: FrontDoor) -> None:
