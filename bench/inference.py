@@ -55,9 +55,11 @@ def timed(fn, items) -> list[float]:  # noqa: ANN001
     return out
 
 
-def closed_loop(submit, items: list, concurrency: int, seconds: float) -> float:  # noqa: ANN001
-    """Requests per second with `concurrency` requests always in flight (a new one starts as one finishes)."""
+def closed_loop(submit, make, concurrency: int, seconds: float) -> float:  # noqa: ANN001
+    """Requests per second with `concurrency` requests always in flight (a new one starts as one finishes);
+    `make(i)` builds the i-th request. A failed request fails the run: a rate with errors in it is no rate."""
     done = 0
+    errors: list[BaseException] = []
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
     finished = threading.Event()
@@ -67,14 +69,16 @@ def closed_loop(submit, items: list, concurrency: int, seconds: float) -> float:
     def launch() -> None:
         with lock:
             i = index[0] = index[0] + 1
-        fut = submit(items[i % len(items)])
+        fut = submit(make(i))
         fut.add_done_callback(on_done)
 
     def on_done(fut) -> None:  # noqa: ANN001
         nonlocal done
-        fut.result()
         with lock:
-            done += 1
+            if fut.exception() is not None:
+                errors.append(fut.exception())
+            else:
+                done += 1
         if time.perf_counter() < stop:
             launch()
         else:
@@ -87,7 +91,11 @@ def closed_loop(submit, items: list, concurrency: int, seconds: float) -> float:
     for _ in range(concurrency):
         launch()
     finished.wait(seconds + 30)
-    return done / (time.perf_counter() - started)
+    rate = done / (time.perf_counter() - started)
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {done + len(errors)} requests failed at concurrency {concurrency}; "
+                           f"first: {errors[0]!r}")
+    return rate
 
 
 def main() -> None:
@@ -115,7 +123,9 @@ def main() -> None:
 
             # The load generator is one client; lift the per-client rate limit (the guard's checks still run).
             policy = Path(tmp) / "guard.yaml"
-            policy.write_text("online:\n  rate_per_s: 1000000\n  burst: 1000000\n")
+            # Its volume would also (rightly) read as model extraction: lift the defence's budget and volume too.
+            policy.write_text("online:\n  rate_per_s: 1000000\n  burst: 1000000\n"
+                              "extraction:\n  budget: 100000000\n  volume: 100000000\n")
             env = {**stack.env(triton=True), **topic_env(topics), "BULWARK_REDIS_PREFIX": settings.redis_prefix,
                    "BULWARK_HOME": str(Path(tmp) / "home"), "BULWARK_INFERENCE_PORT": "0",
                    "BULWARK_GUARD_POLICY": str(policy)}
@@ -172,12 +182,15 @@ def main() -> None:
 
             # --- throughput: 1 client at batch 1 vs 16 concurrent clients (Triton batches dynamically)
             progress("throughput, 1 and 16 concurrent clients")
-            door_items = [req(r) for r in records]
             submit_door = lambda m: stub.Predict.future(m, timeout=30)  # noqa: E731
-            rate1 = closed_loop(submit_door, door_items, 1, args.seconds)
-            # the 16-client run sends inputs not seen before, so the cache cannot help it
-            door_items16 = [req(dict(r, amount=r["amount"] + 0.0005)) for r in records]
-            rate16 = closed_loop(submit_door, door_items16, 16, args.seconds)
+
+            def fresh_input(offset: float):  # noqa: ANN202
+                """The i-th request of a run: an input no earlier request sent, so the cache cannot help."""
+                n = len(records)
+                return lambda i: req(dict(records[i % n], amount=records[i % n]["amount"] + offset + 10.0 * (i // n)))
+
+            rate1 = closed_loop(submit_door, fresh_input(0.0002), 1, args.seconds)
+            rate16 = closed_loop(submit_door, fresh_input(0.0004), 16, args.seconds)
             rows += [
                 Row("inference", "front door rate, 1 client", rate1, "req/s", ""),
                 Row("inference", "front door rate, 16 clients", rate16, "req/s", ""),
@@ -198,8 +211,8 @@ def main() -> None:
                                 else fut.set_exception(error), model_version=str(outcome.version))
                 return fut
 
-            t1 = closed_loop(submit_triton, encoded, 1, args.seconds)
-            t16 = closed_loop(submit_triton, encoded, 16, args.seconds)
+            t1 = closed_loop(submit_triton, lambda i: encoded[i % len(encoded)], 1, args.seconds)
+            t16 = closed_loop(submit_triton, lambda i: encoded[i % len(encoded)], 16, args.seconds)
             rows += [
                 Row("inference", "Triton rate, 1 client (tritonclient)", t1, "infer/s", ""),
                 Row("inference", "Triton rate, 16 clients (tritonclient)", t16, "infer/s", ""),
