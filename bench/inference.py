@@ -114,6 +114,13 @@ def main() -> None:
             model = "bench-fraud"
             outcome = train_version(stack, settings, model=model, events=4000, seed=5)
             deploy(stack, settings, model, [outcome.version], live=outcome.version)
+            # The text family (frozen MiniLM + a trained head): a model whose inference costs more than the
+            # front door's own floor, where a cache hit saves the most.
+            progress("training a text-family version (MiniLM)")
+            text_model = "bench-text"
+            text_outcome = train_version(stack, settings, model=text_model, family="text", events=2500, seed=14,
+                                         publish_events=False, max_epochs=60, patience=8, learning_rate=0.01)
+            deploy(stack, settings, text_model, [text_outcome.version], live=text_outcome.version)
             served = VersionCatalog(ModelRegistry(make_redis(settings), RedisKeys(settings.redis_prefix)),
                                     load_verifier(stack.keys_dir)).get(model, outcome.version)
             records = [{k: e.payload[k] for k in FIELDS} for e in ReferenceGenerator(seed=9).events(args.requests * 3)]
@@ -238,6 +245,32 @@ def main() -> None:
                 ]
             except Exception as exc:  # noqa: BLE001 - the bench's own figures stand without it
                 progress(f"perf_analyzer unavailable: {exc}")
+
+            # --- the text family: direct Triton, front door uncached and cached
+            progress("text family: direct Triton, front door uncached then cached")
+            text_served = VersionCatalog(ModelRegistry(make_redis(settings), RedisKeys(settings.redis_prefix)),
+                                         load_verifier(stack.keys_dir)).get(text_model, text_outcome.version)
+            notes = [f"{e.payload['note']} (ref {i})" for i, e in enumerate(ReferenceGenerator(seed=21).events(900))]
+            text_req = lambda n: inference_pb2.PredictRequest(model=text_model, text=n)  # noqa: E731
+            call_text = lambda n: triton.infer(text_model, text_outcome.version,  # noqa: E731
+                                               text_served.encode([{"note": n}]), text_served.inputs,
+                                               text_served.outputs, timeout_s=10)
+            timed(call_text, notes[:50])
+            tt_triton = timed(call_text, notes[50:350])
+            timed(lambda n: stub.Predict(text_req(n), timeout=10), notes[350:400])
+            tt_door = timed(lambda n: stub.Predict(text_req(n), timeout=10), notes[400:700])
+            tt_cached = timed(lambda n: stub.Predict(text_req(n), timeout=10), notes[400:700])
+            assert stub.Predict(text_req(notes[400]), timeout=10).cached, "the text repeat was not served from the cache"
+            text_speedup = p50_ms(tt_door) / p50_ms(tt_cached)
+            rows += [
+                Row("inference", "text family: direct Triton p50 (batch 1)", p50_ms(tt_triton), "ms", "tritonclient gRPC"),
+                Row("inference", "text family: front door p50, uncached", p50_ms(tt_door), "ms", ""),
+                Row("inference", "text family: front door overhead over Triton p50", p50_ms(tt_door) - p50_ms(tt_triton),
+                    "ms", "direct Triton", "<= 1 ms", p50_ms(tt_door) - p50_ms(tt_triton) <= 1.0),
+                Row("inference", "text family: front door p50, cached", p50_ms(tt_cached), "ms", "Redis hit"),
+                Row("inference", "text family: cache speedup (p50)", text_speedup, "x", "uncached", ">= 5x",
+                    text_speedup >= 5),
+            ]
             channel.close()
             door.terminate()
         finally:
