@@ -128,18 +128,25 @@ def main() -> None:
             gen = ReferenceGenerator(seed=42)
             values = [(e.key, e.encode()) for e in gen.events(n)]
             size = sum(len(v) for _, v in values) / n
-            names = ("raw-in", "raw-out", "bus-in", "bus-out", "all-in", "all-out")
-            topics = {k: stack.topic(k, partitions=4) for k in names}
+            progress(f"{n} reference events ({size:.0f} B each), fresh topics per run")
             ensure_topics(settings, [settings.topics.otlp_spans])
-            progress(f"producing {n} reference events ({size:.0f} B each), once per loop")
-            for k in ("raw-in", "bus-in", "all-in"):
-                _fill(stack, topics[k], values)
-            progress("raw kafka-python loop")
-            raw = raw_loop(stack, topics["raw-in"], topics["raw-out"], n)
-            progress(f"bulwark consumer loop, {settings.traces_sample_ratio:.0%} of events traced (default)")
-            bus = bus_loop(stack, topics["bus-in"], topics["bus-out"], n, "b" + uuid.uuid4().hex[:8], default_tracer)
+
+            def fresh() -> tuple[str, str]:
+                topic_in, topic_out = stack.topic("in", partitions=4), stack.topic("out", partitions=4)
+                _fill(stack, topic_in, values)
+                return topic_in, topic_out
+
+            # On this broker one run of either loop can be 30% off the next; the loops take turns, twice, and
+            # each keeps its best run (throughput's usual rule: noise only ever slows a run down).
+            raws, buses = [], []
+            for round_ in (1, 2):
+                progress(f"round {round_}/2: raw kafka-python loop")
+                raws.append(raw_loop(stack, *fresh(), n))
+                progress(f"round {round_}/2: bulwark consumer loop, {settings.traces_sample_ratio:.0%} of events traced")
+                buses.append(bus_loop(stack, *fresh(), n, "b" + uuid.uuid4().hex[:8], default_tracer))
+            raw, bus = max(raws), max(buses)
             progress("bulwark consumer loop, every event traced")
-            every = bus_loop(stack, topics["all-in"], topics["all-out"], n, "a" + uuid.uuid4().hex[:8], all_tracer)
+            every = bus_loop(stack, *fresh(), n, "a" + uuid.uuid4().hex[:8], all_tracer)
         finally:
             stack.stop()
     cost = raw / bus
@@ -150,7 +157,8 @@ def main() -> None:
         Row("bus", "bus loop, every event traced", every, "events/s"),
         Row("bus", "bus cost vs raw, every event traced", raw / every, "x", "raw loop"),
     ]
-    save("bus", rows, {"events": n, "event_bytes": round(size)})
+    save("bus", rows, {"events": n, "event_bytes": round(size), "raw_runs": [round(r) for r in raws],
+                       "bus_runs": [round(b) for b in buses]})
 
 
 if __name__ == "__main__":
