@@ -65,6 +65,23 @@ def test_pseudonym_tokens_are_stable_keyed_and_domain_separated() -> None:
     assert 0 <= p.bucket("C1", 64) < 64
 
 
+@pytest.mark.parametrize("chars", [1, 8, 20, 24, 25, 52])
+def test_pseudonym_tokens_are_the_documented_construction(chars: int) -> None:
+    # Tokens are joins across releases: they must stay the lowercased base32 of HMAC-SHA256(key, domain 0x1f
+    # value), cut to `chars`, however the digest is computed.
+    import base64
+    import hashlib
+    import hmac
+
+    ring = KeyRing.generate("pseudonym")
+    p = Pseudonymizer(ring, digest_chars=chars)
+    for value in ("alice@example.com", "+86 138 0013 8000", "张伟", ""):
+        mac = hmac.new(ring.active_key, f"email\x1f{value}".encode(), hashlib.sha256).digest()
+        expected = f"tok_{ring.active}_{base64.b32encode(mac).decode().lower()[:chars]}"
+        assert p.token(value, domain="email") == expected
+        assert p.bucket(value, 97, domain="email") == int.from_bytes(mac[:8], "big") % 97
+
+
 def test_signature_verifies_and_any_change_is_refused() -> None:
     signer = Signer.generate()
     verifier = Verifier({signer.key_id: signer.public_key})

@@ -194,3 +194,39 @@ def test_text_rule_removes_the_events_own_values_no_pattern_can_find() -> None:
     cn = plan.apply({"note": "请联系张伟先生", "name": "张伟", "customer_id": "C1"}, "s")
     assert cn["note"] == "请联系<NAME>先生"
     assert cn["anonymization"]["findings"] == {"NAME": 1}
+
+
+def test_the_ipv4_fast_path_writes_exactly_what_ipaddress_writes() -> None:
+    import ipaddress
+    import random
+
+    from services.ingest_anonymizer.operators import ipv4_network
+
+    rng = random.Random(7)
+    samples = [".".join(str(rng.randrange(256)) for _ in range(4)) for _ in range(2000)]
+    samples += ["0.0.0.0", "255.255.255.255", "10.0.0.1"]
+    for text in samples:
+        for prefix in (0, 8, 16, 24, 31, 32):
+            assert ipv4_network(text, prefix) == str(ipaddress.ip_network(f"{text}/{prefix}", strict=False))
+    # Forms it leaves to ipaddress (which refuses or reads them its own way).
+    for odd in ("010.1.1.1", "1.2.3", "1.2.3.4.5", "256.1.1.1", "1.2.3.x", "１.2.3.4", "::1", "", "1..2.3"):
+        assert ipv4_network(odd, 24) is None
+
+
+def test_ip_generalization_matches_ipaddress_networks_for_both_versions() -> None:
+    import ipaddress
+    import random
+    from collections import Counter
+
+    from services.ingest_anonymizer.operators import _generalize
+    from services.ingest_anonymizer.policy import GeneralizeRule
+
+    rng = random.Random(11)
+    v6 = [str(ipaddress.IPv6Address(rng.getrandbits(128))) for _ in range(500)] + ["::1", "::", "2001:db8::1",
+                                                                                  "::ffff:1.2.3.4", "fe80::1"]
+    v4 = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(500)]
+    for p4, p6 in ((24, 48), (0, 0), (32, 128), (8, 64)):
+        op = _generalize("ip", GeneralizeRule(action="generalize", ipv4_prefix=p4, ipv6_prefix=p6))
+        for text, prefix in [*((a, p4) for a in v4), *((a, p6) for a in v6)]:
+            expected = str(ipaddress.ip_network(f"{ipaddress.ip_address(text)}/{prefix}", strict=False))
+            assert op(text, "", Counter(), {}) == expected, (text, prefix)
