@@ -8,7 +8,8 @@ A service writes only a handler; this loop owns everything else, the same way in
 4. call `handler.handle(event, ctx)` inside a processing span whose parent is the producer's context;
    a content error (non-retryable) dead-letters that event, and the loop moves on;
 5. produce every output and dead letter, then wait for all acknowledgements;
-6. mark the handled ids in Redis, then commit the offsets.
+6. mark the handled ids in Redis, then commit the offsets (asynchronously by default: the next fetch
+   does not wait for the commit's answer; the last offsets are committed synchronously on stop).
 
 An infrastructure failure (broker, Redis, a peer down: a retryable `BulwarkError`) stops the batch where
 it is: what was finished is acknowledged and committed, the partitions are rewound to the first record not
@@ -69,6 +70,10 @@ class BusSettings(ServiceSettings):
     """Consumer group; default `bulwark-<service>`."""
     fetch_max_wait_ms: int = Field(500, ge=1, le=10_000)
     """Longest a fetch waits for records (lower: less latency on a quiet topic; more requests to the broker)."""
+    async_commit: bool = True
+    """Send each batch's offset commit without waiting for its answer (still only after the batch's outputs
+    are acknowledged), so the next fetch overlaps it; the last offsets are committed synchronously on stop.
+    A lost commit only redelivers, and idempotence makes that invisible."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     """Longest a handler may take on one batch before the group gives its partitions away (raise it for
     long work such as training)."""
@@ -167,6 +172,7 @@ class ConsumerLoop:
         self._producer = producer or EventProducer(make_producer(settings, client_id=f"{handler.name}-out"))
         self._backoff = self.bus.backoff_initial_s
         self._crashed_once = False
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         # SET key 1 EX ttl for every key of a batch, as one command.
         self._mark = client.register_script(
             "for _, k in ipairs(KEYS) do redis.call('SET', k, '1', 'EX', ARGV[1]) end return #KEYS")
@@ -233,6 +239,7 @@ class ConsumerLoop:
             self._producer.close()
         except Exception as exc:  # closing must not mask the reason we stopped
             log.warning("producer close failed error=%s", type(exc).__name__)
+        self._commit_pending()
         try:
             self._consumer.close(autocommit=False)
         except Exception as exc:
@@ -397,13 +404,36 @@ class ConsumerLoop:
             if tp not in offsets or offsets[tp].offset < nxt:
                 offsets[tp] = OffsetAndMetadata(nxt, "", -1)
         try:
-            self._consumer.commit(offsets)
+            if self.bus.async_commit and not self._stop.is_set():
+                self._consumer.commit_async(offsets, callback=self._committed)
+                self._uncommitted.update(offsets)
+            else:
+                self._consumer.commit(offsets)
         except CommitFailedError as exc:
             # Group rebalanced (or the broker restarted): the records come back to whoever owns them now,
             # and their idempotence marks make the second pass a no-op.
             log.warning("commit refused after rebalance service=%s error=%s", self.handler.name, exc.__class__.__name__)
         except KafkaError as exc:
             log.warning("commit failed service=%s error=%s", self.handler.name, type(exc).__name__)
+
+    def _committed(self, offsets: dict[TopicPartition, OffsetAndMetadata], result: Any) -> None:
+        """An asynchronous commit's answer: a failure only means those records may come back."""
+        if isinstance(result, Exception):
+            log.warning("async commit failed service=%s error=%s", self.handler.name, type(result).__name__)
+            return
+        for tp, om in offsets.items():
+            if self._uncommitted.get(tp) == om:
+                del self._uncommitted[tp]
+
+    def _commit_pending(self) -> None:
+        """Commit, and wait for, what asynchronous commits may not have landed (on stop)."""
+        if not self._uncommitted:
+            return
+        try:
+            self._consumer.commit(dict(self._uncommitted))
+            self._uncommitted.clear()
+        except KafkaError as exc:
+            log.warning("final commit failed service=%s error=%s", self.handler.name, type(exc).__name__)
 
     def _rewind(self, items: list[_Item], finished_ids: set[int]) -> None:
         first: dict[TopicPartition, int] = {}

@@ -32,8 +32,11 @@ class TestStack:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, kafka_storage: str = "s3") -> None:
+        if kafka_storage not in ("s3", "memory"):
+            raise ValueError(f"kafka_storage must be 's3' or 'memory', not {kafka_storage!r}")
         self.root = root
+        self.kafka_storage = kafka_storage
         self.logs = root / "logs"
         self.keys_dir = root / "keys"
         init_keys(self.keys_dir)
@@ -48,10 +51,14 @@ class TestStack:
     # ------------------------------------------------------------------ parts
     @property
     def kafka(self) -> ManagedProcess:
-        """The broker (Tansu with S3 storage: a restart keeps topics and committed offsets)."""
+        """The broker: Tansu with S3 storage (a restart keeps topics and committed offsets), or with memory
+        storage when asked (`kafka_storage="memory"`: faster writes, lost on restart)."""
         if self._kafka is None:
-            self._s3 = ManagedProcess(seaweedfs_spec(self.root / "s3", SeaweedPorts.free()), self.logs).start()
-            spec = tansu_spec(self._kafka_port, s3_endpoint=self._s3.spec.endpoints["s3"])
+            endpoint = None
+            if self.kafka_storage == "s3":
+                self._s3 = ManagedProcess(seaweedfs_spec(self.root / "s3", SeaweedPorts.free()), self.logs).start()
+                endpoint = self._s3.spec.endpoints["s3"]
+            spec = tansu_spec(self._kafka_port, s3_endpoint=endpoint)
             self._kafka = ManagedProcess(spec, self.logs).start()
         return self._kafka
 
