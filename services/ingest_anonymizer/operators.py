@@ -7,6 +7,7 @@ raises with the value in the message: errors name the field and the expected for
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import math
 from collections import Counter
@@ -215,21 +216,25 @@ def _generalize(field: str, rule: GeneralizeRule) -> Operation:
         return by_date
     v4, v6 = rule.ipv4_prefix, rule.ipv6_prefix
 
-    def by_prefix(value: Any, subject: str, findings: Counter, payload: dict) -> Any:
-        text = str(value).strip()
+    # Addresses recur (a customer's device); their networks are remembered, in this process only.
+    @functools.lru_cache(maxsize=65_536)
+    def network(text: str) -> Any:
         if v4 is not None and (fast := ipv4_network(text, v4)) is not None:
             return fast
-        try:
-            ip = ipaddress.ip_address(text)
-        except ValueError:
-            raise _bad(field, "an IPv4 or IPv6 address") from None
+        ip = ipaddress.ip_address(text)  # ValueError for a non-address (not cached)
         prefix = v4 if ip.version == 4 else v6
         if prefix is None:
             return DROP  # the policy has no safe form for this IP version
         # What str(ip_network(f"{ip}/{prefix}", strict=False)) writes, without parsing the address twice.
         bits = ip.max_prefixlen
-        network = int(ip) & (((1 << bits) - 1) >> (bits - prefix) << (bits - prefix) if prefix else 0)
-        return f"{type(ip)(network)}/{prefix}"
+        mask = ((1 << bits) - 1) >> (bits - prefix) << (bits - prefix) if prefix else 0
+        return f"{type(ip)(int(ip) & mask)}/{prefix}"
+
+    def by_prefix(value: Any, subject: str, findings: Counter, payload: dict) -> Any:
+        try:
+            return network(str(value).strip())
+        except ValueError:
+            raise _bad(field, "an IPv4 or IPv6 address") from None
     return by_prefix
 
 

@@ -74,8 +74,8 @@ def test_pseudonym_tokens_are_the_documented_construction(chars: int) -> None:
     import hmac
 
     ring = KeyRing.generate("pseudonym")
-    p = Pseudonymizer(ring, digest_chars=chars)
-    for value in ("alice@example.com", "+86 138 0013 8000", "张伟", ""):
+    p = Pseudonymizer(ring, digest_chars=chars, cache_size=2)
+    for value in ("alice@example.com", "+86 138 0013 8000", "张伟", "", "alice@example.com"):  # evicted, then again
         mac = hmac.new(ring.active_key, f"email\x1f{value}".encode(), hashlib.sha256).digest()
         expected = f"tok_{ring.active}_{base64.b32encode(mac).decode().lower()[:chars]}"
         assert p.token(value, domain="email") == expected

@@ -8,6 +8,7 @@ Tokens carry the key id (`tok_<kid>_<digest>`): after a rotation, old and new to
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 
 from bulwark.crypto.keys import KeyRing
@@ -16,7 +17,7 @@ from bulwark.crypto.keys import KeyRing
 class Pseudonymizer:
     """Maps values to keyed tokens with the ring's active key."""
 
-    def __init__(self, ring: KeyRing, *, digest_chars: int = 20) -> None:
+    def __init__(self, ring: KeyRing, *, digest_chars: int = 20, cache_size: int = 65_536) -> None:
         self._ring = ring
         self._key = ring.active_key
         self._kid = ring.active
@@ -24,9 +25,15 @@ class Pseudonymizer:
         # Base32 turns each 5 bytes into 8 characters: encode only the whole groups the token shows (the
         # anonymizer makes several tokens per event; the rest of the digest is never seen).
         self._bytes = min(32, -(-digest_chars // 8) * 5)
+        # Customers come back, and one event asks for its subject's token twice (record key and field):
+        # recent tokens are remembered, in this process's memory only, beside the raw events it already holds.
+        self._memo = functools.lru_cache(maxsize=cache_size)(self._compute) if cache_size else self._compute
 
     def token(self, value: str, *, domain: str = "") -> str:
         """`tok_<kid>_<base32 digest>` for `value`; `domain` separates token spaces (email vs phone)."""
+        return self._memo(value, domain)
+
+    def _compute(self, value: str, domain: str) -> str:
         mac = hmac.digest(self._key, f"{domain}\x1f{value}".encode(), "sha256")
         return f"tok_{self._kid}_{base64.b32encode(mac[:self._bytes]).decode().lower()[: self._chars]}"
 
