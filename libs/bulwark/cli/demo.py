@@ -74,8 +74,18 @@ def demo(events: int, model: str) -> None:
     new = _wait("a new version in the registry", lambda: sorted(set(registry.versions(model)) - before), 300)
     version = int(new[-1])
 
+    from bulwark.live import read_live
+
+    live_before = read_live(client, keys, model)
     _step(f"4. v{version} goes through quantizer, robustness gate and updater")
     seen: list[str] = []
+    traffic = None
+    if live_before is not None and live_before.live_version:
+        # A later version rolls out against the live one (shadow, then a canary share of clients) and is
+        # judged on live traffic: a stand-in client population sends it some while the demo waits.
+        click.echo(f"   v{live_before.live_version} is live: clients send traffic so the updater can compare the two",
+                   err=True)
+        traffic = _Traffic(settings, model).start()
 
     def progressed() -> object:
         entry = registry.get(model, version, missing_ok=True) or {}
@@ -85,15 +95,25 @@ def demo(events: int, model: str) -> None:
             click.echo(f"   v{version}: {state}", err=True)
         return state in ("live", "rejected", "retired")
 
-    _wait(f"v{version} to be deployed (or refused)", progressed, 600)
+    try:
+        _wait(f"v{version} to be deployed (or refused)", progressed, 600)
+    finally:
+        if traffic is not None:
+            traffic.stop()
     entry = registry.get(model, version) or {}
     metrics = entry.get("metrics") or {}
     table([{"version": version, "state": entry.get("state", ""), "path": " > ".join(seen),
             "accuracy": f"{metrics.get('accuracy', float('nan')):.3f}", "auroc": f"{metrics.get('auroc', float('nan')):.3f}",
             "served form": (entry.get("quantization") or {}).get("form") or "fp32", "trigger": entry.get("reason", "")}])
     if entry.get("state") != "live":
-        raise click.ClickException(f"v{version} ended {entry.get('state')}: {entry.get('reason', '')}; "
-                                   "`bulwark models versions` has the reports")
+        if live_before is None or not live_before.live_version:
+            raise click.ClickException(f"v{version} ended {entry.get('state')}: {entry.get('reason', '')}; "
+                                       "`bulwark models versions` has the reports")
+        # Refusing or rolling back a version is the platform working: the live one keeps serving.
+        click.echo(f"   v{version} ended {entry.get('state')} ({entry.get('reason', '')}); v{live_before.live_version} "
+                   "stays live", err=True)
+    if traffic is not None:
+        click.echo(f"   rollout traffic: {traffic.sent} predictions, {traffic.failed} failed", err=True)
 
     _step("5. a gRPC client asks the front door for predictions (guard, cache, Triton)")
     rows, request_ids = _predict(settings, model)
@@ -103,6 +123,46 @@ def demo(events: int, model: str) -> None:
     table(_explain(settings, model, request_ids[0]), ["feature", "attribution"])
     click.echo("\nnext: `bulwark status`, `bulwark models list`, `bulwark dlq list`; `make down` stops the stack",
                err=True)
+
+
+class _Traffic:
+    """Predictions from 40 client keys at about 40 per second, in a thread, until stopped."""
+
+    def __init__(self, settings, model: str) -> None:  # noqa: ANN001
+        import threading
+
+        self._settings, self._model = settings, model
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+        self.sent = self.failed = 0
+
+    def start(self) -> "_Traffic":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import grpc
+
+        from bulwark.api.v1 import inference_pb2, inference_pb2_grpc
+        from bulwark.grpc_client import call, channel, to_values
+        from bulwark.reference import CATEGORICAL_FIELDS, FLAG_FIELDS, NUMERIC_FIELDS, ReferenceGenerator
+
+        stub = inference_pb2_grpc.InferenceServiceStub(channel(self._settings, self._settings.inference_url))
+        fields = NUMERIC_FIELDS + CATEGORICAL_FIELDS + FLAG_FIELDS
+        for i, event in enumerate(ReferenceGenerator(seed=7).events(1_000_000)):
+            if self._stop.wait(0.025):
+                return
+            try:
+                call(stub.Predict, inference_pb2.PredictRequest(
+                    model=self._model, client_key=f"demo-client-{i % 40}",
+                    features=to_values({k: event.payload[k] for k in fields})), self._settings, timeout=2)
+                self.sent += 1
+            except grpc.RpcError:
+                self.failed += 1
 
 
 def _predict(settings, model: str) -> tuple[list[dict[str, object]], list[str]]:  # noqa: ANN001
