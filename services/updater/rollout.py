@@ -64,6 +64,7 @@ class RolloutController:
         self.signals = signals
         self._lock = threading.RLock()
         self._last_consistency = 0.0
+        self._unservable: set[tuple[str, tuple[int, ...]]] = set()  # alerted already, not again
         self._unloading: threading.Thread | None = None
         self.forgetting = ForgettingLedger(client, keys, registry)
 
@@ -360,8 +361,19 @@ class RolloutController:
             except BulwarkError as exc:
                 if state.candidate in missing:
                     events += self._rollback_locked(state, by=SERVICE, reason=f"candidate cannot be served: {exc.message}")
-                else:
+                elif exc.retryable:
                     raise
+                elif (model, tuple(missing)) not in self._unservable:
+                    # The live version's artifact cannot be loaded (gone, or from other keys). Crashing would
+                    # stop every other model's rollouts too, and a new version is the way out: alert once,
+                    # keep going, and let the next check retry.
+                    self._unservable.add((model, tuple(missing)))
+                    log.error("live versions cannot be served model=%s versions=%s reason=%s", model, missing,
+                              exc.message)
+                    for v in missing:
+                        events.append(self._alert(model, v, f"{model} v{v} cannot be loaded into Triton "
+                                                  f"({exc.message}); its predictions fail until a new version "
+                                                  "goes live or it is fixed", "updater.unservable"))
         return events
 
     def _alert(self, model: str, version: int, summary: str, kind: str) -> Envelope:
