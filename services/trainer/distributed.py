@@ -58,6 +58,9 @@ def _worker(rank: int, world: int, port: int, folder: str, build: Callable[[], n
                             world=world, checkpoint=Path(checkpoint) if checkpoint else None)
         if rank == 0:
             torch.save(asdict(result), Path(folder) / "result.pt")
+        # Tear down together: a rank that left while another still talked to it killed that one's gloo
+        # threads ("terminate called without an active exception", SIGABRT), seen once in a clean test run.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
