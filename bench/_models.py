@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `tests.integration.helpers`
 
-from tests.integration.helpers import quantize, train_version, trained_event  # noqa: E402
+from tests.integration.helpers import quantize, reference_split, train_version, trained_event  # noqa: E402
 
 __all__ = ["clean_stamps", "new_context", "quantize", "reference_data", "train_version", "trained_event"]
 
@@ -23,18 +23,7 @@ def new_context(stack, **overrides):  # noqa: ANN001, ANN201
 
 def reference_data(n: int):  # noqa: ANN201
     """Reference events split and encoded as the trainer does: (spec, x_train, y_train, x_val, y_val)."""
-    import numpy as np
-
-    from bulwark.features import REFERENCE_FEATURES, FeatureSpec
-    from bulwark.reference import ReferenceGenerator
-    from services.trainer.dataset import in_validation
-
-    events = list(ReferenceGenerator(seed=101, labeled_fraction=1.0).events(n))
-    train = [e.payload for e in events if not in_validation(e.id, 0.2)]
-    val = [e.payload for e in events if in_validation(e.id, 0.2)]
-    spec = FeatureSpec.fit(train, REFERENCE_FEATURES)
-    y = lambda rs: np.array([int(r["is_fraud"]) for r in rs], dtype=np.int64)  # noqa: E731
-    return spec, spec.encode(train), y(train), spec.encode(val), y(val)
+    return reference_split(n, seed=101)
 
 
 def clean_stamps(settings, topic: str, n: int, what: str) -> list[int]:  # noqa: ANN001

@@ -117,3 +117,19 @@ def quantize(settings: CommonSettings, trained: Envelope) -> Envelope:
                   RedisKeys(settings.redis_prefix))
     [out] = handler.handle(trained, ctx)
     return out.event
+
+
+def reference_split(n: int, *, seed: int):  # noqa: ANN201
+    """Reference events split and encoded as the trainer does: (spec, x_train, y_train, x_val, y_val)."""
+    import numpy as np
+
+    from bulwark.features import REFERENCE_FEATURES, FeatureSpec
+    from bulwark.reference import ReferenceGenerator
+    from services.trainer.dataset import in_validation
+
+    events = list(ReferenceGenerator(seed=seed, labeled_fraction=1.0).events(n))
+    train = [e.payload for e in events if not in_validation(e.id, 0.2)]
+    val = [e.payload for e in events if in_validation(e.id, 0.2)]
+    spec = FeatureSpec.fit(train, REFERENCE_FEATURES)
+    y = lambda rs: np.array([int(r["is_fraud"]) for r in rs], dtype=np.int64)  # noqa: E731
+    return spec, spec.encode(train), y(train), spec.encode(val), y(val)

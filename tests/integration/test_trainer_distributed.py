@@ -6,23 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from bulwark.features import REFERENCE_FEATURES, FeatureSpec
 from bulwark.metrics import classification_report
-from bulwark.reference import ReferenceGenerator
-from services.trainer.dataset import in_validation
 from services.trainer.distributed import builder, run_training
 from services.trainer.training import LoopConfig
+from tests.integration.helpers import reference_split
 
 pytestmark = pytest.mark.integration
 
 
-def _data(n: int = 6000):
-    events = list(ReferenceGenerator(seed=17, labeled_fraction=1.0).events(n))
-    train = [e.payload for e in events if not in_validation(e.id, 0.2)]
-    val = [e.payload for e in events if in_validation(e.id, 0.2)]
-    spec = FeatureSpec.fit(train, REFERENCE_FEATURES)
-    y = lambda rs: np.array([int(r["is_fraud"]) for r in rs], dtype=np.int64)  # noqa: E731
-    return spec, spec.encode(train), y(train), spec.encode(val), y(val)
+def _data(n: int = 6000):  # noqa: ANN202
+    return reference_split(n, seed=17)
 
 
 def test_two_workers_match_one_process_on_the_same_data_and_seed() -> None:
