@@ -156,6 +156,7 @@ class ConsumerLoop:
         self._tracer = tracer_ or tracer("bulwark.bus")
         self._stop = threading.Event()
         self._group = self.bus.group_id or f"bulwark-{handler.name}"
+        self._span_name = f"{handler.name} process"
         self._consumer = consumer or KafkaConsumer(
             **kafka_client_config(settings, client_id=f"{handler.name}-{settings.instance_id}"),
             group_id=self._group,
@@ -293,23 +294,12 @@ class ConsumerLoop:
 
     def _handle_item(self, item: _Item) -> None:
         src, event = item.src, item.event
-        attributes: dict[str, Any] = {
-            "messaging.system": "kafka",
-            "messaging.destination.name": src.topic,
-            "messaging.destination.partition.id": src.partition,
-            "messaging.kafka.offset": src.offset,
-            "bulwark.event.size": len(src.value or b""),
-        }
-        event_id = event.id if event else (item.error.event_id if item.error else None)
-        if event_id:
-            attributes["bulwark.event.id"] = event_id
-        if event is not None:
-            attributes["bulwark.event.type"] = event.type
         headers = item.record.headers
         # Extracting costs a propagator pass; skip it for records that carry no trace context.
         parent = extract_context(headers) if headers and any(k == "traceparent" for k, _ in headers) else None
-        with self._tracer.start_as_current_span(f"{self.handler.name} process", context=parent,
-                                                kind=SpanKind.CONSUMER, attributes=attributes) as span:
+        with self._tracer.start_as_current_span(self._span_name, context=parent, kind=SpanKind.CONSUMER) as span:
+            if span.is_recording():  # most events are not sampled: their span takes no attributes
+                span.set_attributes(self._span_attributes(item))
             if item.error is not None:
                 self._reject(span, item, item.error, stage=item.error.stage, exception="DecodeError")
                 return
@@ -354,6 +344,23 @@ class ConsumerLoop:
             span.set_attributes({"bulwark.outputs": len(outputs), "bulwark.outcome": "handled"})
         self.stats.handled += 1
         self.stats.last_event_id = event.id
+
+    @staticmethod
+    def _span_attributes(item: _Item) -> dict[str, Any]:
+        src, event = item.src, item.event
+        attributes: dict[str, Any] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": src.topic,
+            "messaging.destination.partition.id": src.partition,
+            "messaging.kafka.offset": src.offset,
+            "bulwark.event.size": len(src.value or b""),
+        }
+        event_id = event.id if event else (item.error.event_id if item.error else None)
+        if event_id:
+            attributes["bulwark.event.id"] = event_id
+        if event is not None:
+            attributes["bulwark.event.type"] = event.type
+        return attributes
 
     def _reject(self, span: trace.Span, item: _Item, error: BulwarkError, *, stage: str, exception: str) -> None:
         span.set_status(Status(StatusCode.ERROR, error.reason.value))

@@ -10,8 +10,8 @@ the envelope, then the event type and its schema version, then the payload schem
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +25,20 @@ ENVELOPE_VERSION = 1
 _DERIVED_KEY = b"bulwark-derived-id-v1"
 
 
+_SECOND: tuple[int, str] = (-1, "")
+
+
 def utc_now() -> str:
-    """Current UTC time as RFC 3339 with milliseconds (the envelope's `time`)."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Current UTC time as RFC 3339 with milliseconds (the envelope's `time`), e.g. 2026-11-24T05:01:02.345Z.
+
+    Every derived event stamps one, so the formatted second is reused until the clock leaves it."""
+    global _SECOND
+    now = time.time()
+    sec = int(now)
+    cached = _SECOND
+    if cached[0] != sec:
+        cached = _SECOND = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)))
+    return f"{cached[1]}.{int((now - sec) * 1000):03d}Z"
 
 
 def derived_id(*parts: str) -> str:
