@@ -126,3 +126,13 @@ def test_volume_alone_marks_a_client(make) -> None:
     for i in range(0, 300, 100):
         a = ask(d, "bulk", REAL[i:i + 100])
     assert a.throttled and a.reasons == ["volume: 300 queries in 3600 s (limit 300)"]
+
+
+def test_a_sweep_of_single_queries_is_judged_on_the_query_that_reaches_min_queries(make) -> None:
+    """Cells are counted only once a client can be judged (and then at most every second or 5% more
+    queries): a one-query-at-a-time sweep still trips on the very query that reaches `min_queries`."""
+    d, _ = make(min_queries=200)
+    queries = sweep(260, seed=3)
+    verdicts = [ask(d, "thief", [q]) for q in queries]
+    tripped = next(i for i, v in enumerate(verdicts) if v.throttled)
+    assert tripped == 199 and verdicts[tripped].cells >= 150

@@ -61,3 +61,22 @@ def test_policy_extraction_section_reads_from_yaml_and_rejects_unknown_modes(tmp
     path.write_text("extraction:\n  output: fuzzy\n")
     with pytest.raises(Exception, match="extraction.output"):
         load_guard_policy(path)
+
+
+def test_cell_counts_are_asked_for_once_judging_starts_then_every_second_or_five_percent() -> None:
+    from bulwark.guard.extraction import _CellCounts
+
+    c = _CellCounts()
+    assert not c.due("a", 1, 200, now=0.0)  # never seen: nothing says it is near judging
+    assert c.update("a", 150, -1, now=0.0) == 0
+    assert not c.due("a", 1, 200, now=0.0)  # 151 < 200: its cells would go unread
+    c.update("a", 199, -1, now=0.0)
+    assert c.due("a", 1, 200, now=0.0)  # this query makes 200
+    assert c.update("a", 200, 180, now=0.0) == 180
+    assert not c.due("a", 1, 200, now=0.5)  # counted at 200 queries half a second ago
+    assert c.update("a", 205, -1, now=0.5) == 180  # judged by the last count
+    assert c.due("a", 1, 200, now=1.0)  # a second later
+    c.update("a", 210, 190, now=1.0)
+    c.update("a", 221, -1, now=1.1)
+    assert c.due("a", 1, 200, now=1.1)  # 11 more queries is past 5% of 210
+    assert not c.due("b", 1, 200, now=1.1)  # clients are apart
