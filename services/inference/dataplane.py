@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import random
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -133,6 +135,9 @@ class InferenceDataPlane:
         self._scanner = TextScanner()
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
         self._cache_writer = CacheWriter(self.redis, self.own.cache_ttl_s)
+        self._log_queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._log_thread = threading.Thread(target=self._log_loop, name="log-writer", daemon=True)
+        self._log_thread.start()
         self._rng = random.Random()
         self._coalescer: Coalescer[PredictInput, PredictOutput] | None = None
         if own.coalesce_slots:
@@ -297,7 +302,7 @@ class InferenceDataPlane:
                 results[i] = _rejected(verdict)
                 continue
             pr = answers[k]["p"]
-            out = PredictOutput(req.request_id, model, version, served.classes[int(np.argmax(pr))], pr,
+            out = PredictOutput(req.request_id, model, version, served.classes[max(range(len(pr)), key=pr.__getitem__)], pr,
                                 list(served.classes), cached[k] is not None, verdict, route, latency)
             results[i] = out
             if verdict.action == "flag":
@@ -346,8 +351,16 @@ class InferenceDataPlane:
              arrays: list[np.ndarray]) -> None:
         if shadow is not None:
             self._shadow_pool.submit(self._shadow, out, req, client, served, shadow)
-            return
-        self._write_log(out, req, client, served, None)
+        elif self._producer is not None and self._rng.random() < self.own.log_sample:
+            # Built and sent by the log thread: the answer does not wait for its log record.
+            self._log_queue.put((out, req, client, served))
+
+    def _log_loop(self) -> None:
+        while (item := self._log_queue.get()) is not None:
+            try:
+                self._write_log(*item, None, force=True)
+            except Exception as exc:  # noqa: BLE001 - a log record never takes the front door down
+                log.warning("inference.log record not written error=%s", type(exc).__name__)
 
     def _shadow(self, out: PredictOutput, req: PredictInput, client: str, served: ServedVersion, shadow: int) -> None:
         result: dict[str, Any] | None
@@ -389,6 +402,8 @@ class InferenceDataPlane:
     def close(self) -> None:
         """Stop background work."""
         self._shadow_pool.shutdown(wait=True)
+        self._log_queue.put(None)
+        self._log_thread.join(5.0)
         self._cache_writer.close()
 
 
@@ -399,9 +414,6 @@ class CacheWriter:
     """
 
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
-        import queue
-        import threading
-
         self._client = client
         self._ttl_s = ttl_s
         self._queue: queue.SimpleQueue[list[tuple[str, bytes]] | None] = queue.SimpleQueue()
@@ -413,8 +425,6 @@ class CacheWriter:
         self._queue.put(entries)
 
     def _run(self) -> None:
-        import queue
-
         while True:
             batch = [self._queue.get()]
             while True:
