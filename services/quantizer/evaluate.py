@@ -11,7 +11,8 @@ Triton's Python backend will, and then
   64. fp32 has none; dynamic int8 computes activation scales per batch, so a record's score also depends on
   its batch-mates and on the padding they bring. The same metrics at batch 64 are reported beside it;
   operators whose traffic is batched set `eval_batch` to 64 and the budget applies there;
-- serialized size: the TorchScript bytes;
+- serialized size: the TorchScript bytes (what ships), and of them the weights: the tensor storages in the
+  archive, without the code TorchScript carries beside them (a few KB, which dominate a small model);
 - CPU latency at batch 1 and batch 64: one thread (stable figures, and what one Triton instance gets), a
   warm-up, then the median of timed calls. Forms are timed round-robin, one call each per round, so that
   load from other processes on the machine falls on all of them alike rather than on whichever ran last.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -77,6 +79,7 @@ class Figures:
 
     name: str
     size_bytes: int
+    weight_bytes: int
     metrics: dict[str, float]
     agreement: float
     max_prob_change: float
@@ -97,9 +100,13 @@ class Figures:
         """`ref`'s size over this form's (above 1: smaller)."""
         return ref.size_bytes / self.size_bytes
 
+    def weight_ratio(self, ref: Figures) -> float:
+        """`ref`'s serialized weights over this form's (above 1: smaller)."""
+        return ref.weight_bytes / self.weight_bytes
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
-        return {"size_bytes": self.size_bytes, "metrics": {k: _round(v) for k, v in self.metrics.items()},
+        return {"size_bytes": self.size_bytes, "weight_bytes": self.weight_bytes, "metrics": {k: _round(v) for k, v in self.metrics.items()},
                 "agreement": _round(self.agreement), "max_prob_change": _round(self.max_prob_change),
                 "batch_wobble": _round(self.batch_wobble),
                 f"metrics_batch_{WOBBLE_BATCH}": {k: _round(v) for k, v in self.batched.items()},
@@ -108,6 +115,13 @@ class Figures:
 
 def _round(v: float) -> float | None:
     return None if v is None or np.isnan(v) else round(float(v), 6)
+
+
+def weight_bytes(data: bytes) -> int:
+    """Bytes of tensor storage in a TorchScript archive (its `data/` entries: weights, biases, buffers and
+    packed quantized weights), without code, debug tables and pickled structure."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return sum(i.file_size for i in archive.infolist() if i.filename.split("/")[-2:-1] == ["data"])
 
 
 def load_script(name: str, data: bytes) -> torch.jit.ScriptModule:
@@ -158,7 +172,7 @@ def evaluate(forms: dict[str, bytes], data: HeldOut, own: QuantizerSettings, *, 
     out = {}
     for name, p in probs.items():
         out[name] = Figures(
-            name=name, size_bytes=len(forms[name]), metrics=_metrics(data.labels, p),
+            name=name, size_bytes=len(forms[name]), weight_bytes=weight_bytes(forms[name]), metrics=_metrics(data.labels, p),
             agreement=float(np.mean((p >= 0.5) == (ref >= 0.5))),
             max_prob_change=float(np.max(np.abs(p - ref))),
             batch_wobble=float(np.max(np.abs(wide[name] - p))), batched=_metrics(data.labels, wide[name]),

@@ -102,6 +102,7 @@ def _entry_doc(e: Entry, ref: Figures) -> dict[str, Any]:
         doc.update(f.to_dict())
         doc["vs_fp32"] = {"accuracy_loss": round(f.loss(ref, "accuracy"), 6), "auroc_loss": round(f.loss(ref, "auroc"), 6),
                           "f1_loss": round(f.loss(ref, "f1"), 6), "size_ratio": round(f.size_ratio(ref), 4),
+                          "weight_ratio": round(f.weight_ratio(ref), 4),
                           "speedup_batch_1": round(f.speedup(ref, 1), 4), "speedup_batch_64": round(f.speedup(ref, 64), 4)}
     return doc
 

@@ -20,7 +20,7 @@ from services.quantizer.settings import QuantizerSettings
 
 def fig(name: str, *, acc: float = 0.90, auroc: float = 0.95, size: int = 1000, b64: float = 1.0,
         b1: float = 0.1) -> Figures:
-    return Figures(name, size, {"accuracy": acc, "auroc": auroc, "f1": 0.7}, 1.0, 0.0, 0.0,
+    return Figures(name, size, size // 2, {"accuracy": acc, "auroc": auroc, "f1": 0.7}, 1.0, 0.0, 0.0,
                    {"accuracy": acc, "auroc": auroc, "f1": 0.7}, {"batch_1": b1, "batch_64": b64})
 
 
@@ -144,3 +144,22 @@ def test_pipeline_raises_trace_error_when_no_form_serializes(mlp, monkeypatch: p
     with pytest.raises(TraceError, match="no form could be serialized"):
         Quantizer(QuantizerSettings(candidates=["dynamic-int8", "static-int8"], **FAST)).quantize(
             loaded, heldout, script_bytes(loaded.module))
+
+
+def test_weight_bytes_counts_tensor_storage_not_code() -> None:
+    import io
+
+    import torch
+
+    from services.quantizer.evaluate import weight_bytes
+
+    module = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(module), buf)
+    params = sum(p.numel() * p.element_size() for p in module.parameters())
+    assert weight_bytes(buf.getvalue()) == params  # 5,896 bytes of weights in a ~15 KB file
+    assert len(buf.getvalue()) > 2 * params
+    q = torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+    qbuf = io.BytesIO()
+    torch.jit.save(torch.jit.script(q), qbuf)
+    assert 3.5 < params / weight_bytes(qbuf.getvalue()) < 4  # int8 weights, fp32 biases and scales
