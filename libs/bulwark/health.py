@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -40,12 +41,46 @@ class ServiceStats:
     last_poll_at: float = 0.0
     lag: int = -1
     latency_ms_ewma: float = 0.0
+    dwell_p50_ms: float = 0.0
+    """Median time an event spent in this instance, from the poll that returned it to its outputs being
+    handed to the producer (its own work and the batch ahead of it), over the last 10 s (`DwellWindow`)."""
+    dwell_p99_ms: float = 0.0
+    """99th percentile of the same."""
     detail: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def observe_latency(self, ms: float) -> None:
         """Fold one latency sample into the moving average."""
         self.latency_ms_ewma = ms if self.latency_ms_ewma == 0 else 0.9 * self.latency_ms_ewma + 0.1 * ms
+
+
+class DwellWindow:
+    """Per-event dwell times of the last `span_s` seconds (at most the last `max_events`); percentiles
+    refreshed into `ServiceStats` at most once a second, so the per-event cost is one append."""
+
+    def __init__(self, stats: ServiceStats, span_s: float = 10.0, refresh_s: float = 1.0,
+                 max_events: int = 8192) -> None:
+        self._stats = stats
+        self.span_s = span_s
+        self._refresh_s = refresh_s
+        self._samples: deque[tuple[float, float]] = deque(maxlen=max_events)
+        self._refreshed = 0.0
+
+    def add(self, now: float, ms: float) -> None:
+        """One event left the instance at `now` (a monotonic clock) after `ms` inside it."""
+        self._samples.append((now, ms))
+
+    def refresh(self, now: float) -> None:
+        """Drop samples older than the span and, once a second, publish p50 and p99."""
+        if now - self._refreshed < self._refresh_s:
+            return
+        self._refreshed = now
+        while self._samples and self._samples[0][0] < now - self.span_s:
+            self._samples.popleft()
+        if self._samples:
+            ms = sorted(m for _, m in self._samples)
+            self._stats.dwell_p50_ms = round(ms[len(ms) // 2], 3)
+            self._stats.dwell_p99_ms = round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 3)
 
 
 class Heartbeat:

@@ -254,9 +254,18 @@ def test_bus_survives_broker_restart_without_loss(echo: Echo) -> None:
 def test_bus_heartbeat_shows_instance_running(echo: Echo) -> None:
     svc = echo.service().start()
     try:
-        hb = echo.redis.hgetall(echo.keys.heartbeat("echo", svc.instance))
+        key = echo.keys.heartbeat("echo", svc.instance)
+        hb = echo.redis.hgetall(key)
         assert hb[b"status"] == b"running" and hb[b"service"] == b"echo"
-        assert echo.redis.pttl(echo.keys.heartbeat("echo", svc.instance)) > 0
+        assert echo.redis.pttl(key) > 0
+        # Once events flow, the heartbeat carries how long they stayed in the instance.
+        echo.send(echo_events(30))
+        echo.wait_effects(30)
+        deadline = time.monotonic() + 10
+        while float(echo.redis.hget(key, "dwell_p99_ms") or 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        p50, p99 = (float(v) for v in echo.redis.hmget(key, "dwell_p50_ms", "dwell_p99_ms"))
+        assert 0 < p50 <= p99 < 10_000
     finally:
         svc.terminate()
     # A graceful stop removes the heartbeat: stopped, not crashed.

@@ -43,7 +43,7 @@ from bulwark.bus.producer import EventProducer, Output, make_producer
 from bulwark.crypto.aead import FieldCipher
 from bulwark.errors import BulwarkError, Reason, UnavailableError
 from bulwark.events import DecodeError, Envelope, EventTypeRegistry, decode
-from bulwark.health import ServiceStats
+from bulwark.health import DwellWindow, ServiceStats
 from bulwark.redis_keys import RedisKeys
 from bulwark.settings import CommonSettings, ServiceSettings
 from bulwark.tracing import extract_context, tracer
@@ -174,6 +174,7 @@ class ConsumerLoop:
         self._backoff = self.bus.backoff_initial_s
         self._crashed_once = False
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._dwell = DwellWindow(self.stats)
         # SET key 1 EX ttl for every key of a batch, as one command.
         self._mark = client.register_script(
             "for _, k in ipairs(KEYS) do redis.call('SET', k, '1', 'EX', ARGV[1]) end return #KEYS")
@@ -212,6 +213,7 @@ class ConsumerLoop:
         except KafkaError as exc:
             self._fail(UnavailableError(f"poll failed: {type(exc).__name__}"))
             return 0
+        polled_at = time.perf_counter()
         self.stats.last_poll_at = time.time()
         ticked = self._tick()
         if not polled:
@@ -222,7 +224,7 @@ class ConsumerLoop:
         items = [self._decode(rec) for tp in sorted(polled, key=lambda p: (p.topic, p.partition))
                  for rec in polled[tp]]
         try:
-            done = self._process(items)
+            done = self._process(items, polled_at)
         except BulwarkError as exc:
             if not exc.retryable:
                 raise
@@ -257,7 +259,7 @@ class ConsumerLoop:
             item.error = exc
         return item
 
-    def _process(self, items: list[_Item]) -> int:
+    def _process(self, items: list[_Item], polled_at: float) -> int:
         started = time.perf_counter()
         seen = self._already_done([i.idem_id for i in items])
         finished: list[_Item] = []
@@ -280,7 +282,10 @@ class ConsumerLoop:
             seen.add(item.idem_id)
             marks.append(item.idem_id)
             finished.append(item)
+            now = time.perf_counter()
+            self._dwell.add(now, (now - polled_at) * 1000)
         self._finish(finished, marks)
+        self._dwell.refresh(time.perf_counter())
         if marks:
             self.stats.last_event_at = time.time()
             self.stats.observe_latency((time.perf_counter() - started) * 1000 / len(finished))
