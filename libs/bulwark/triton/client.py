@@ -33,7 +33,11 @@ def _map_error(exc: InferenceServerException, url: str, model: str, version: int
         return NotFoundError(f"{where} is not loaded in Triton")
     if "INVALID_ARGUMENT" in status:
         return BulwarkError(Reason.INVALID_ARGUMENT, f"Triton refused the input for {where}: {text[:200]}")
-    return BulwarkError(Reason.INTERNAL, f"Triton failed on {where} ({status or 'error'})", retryable=False)
+    # A model-control failure (no version: load, unload, index) keeps Triton's words, which name the file or
+    # setting at fault, for the operator; an inference failure reaches clients, who get no server paths.
+    detail = f": {text[:200]}" if text and version is None else ""
+    return BulwarkError(Reason.INTERNAL, f"Triton failed on {where} ({status.rsplit('.', 1)[-1] or 'error'}){detail}",
+                        retryable=False)
 
 
 class TritonClient:
