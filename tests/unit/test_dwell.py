@@ -30,3 +30,10 @@ def test_dwell_refreshes_at_most_once_a_second_and_keeps_a_bounded_count() -> No
         w.add(6.0, 2.0)
     w.refresh(6.5)
     assert stats.dwell_p99_ms == 2.0  # only the last 100 events are kept
+
+
+def test_status_shows_the_slowest_instances_dwell_only_when_events_flow() -> None:
+    from bulwark.stack.health import _dwell
+
+    assert _dwell([{"dwell_p99_ms": "0.0"}, {}]) == ""  # idle, or an older instance without the field
+    assert _dwell([{"dwell_p99_ms": "3.25"}, {"dwell_p99_ms": "12.5"}]) == " dwell_p99=12.5ms"

@@ -81,8 +81,14 @@ def services(settings: CommonSettings, *, expected: tuple[str, ...] | None = Non
         details = [h.get("detail", "") for h in hbs if h.get("detail")]
         handled = sum(int(h.get("handled", "0")) for h in hbs)
         out.append(PartHealth(name, "service", state, len(hbs),
-                              "; ".join(details) or f"handled={handled} lag={_lag(hbs)}"))
+                              "; ".join(details) or f"handled={handled} lag={_lag(hbs)}{_dwell(hbs)}"))
     return out
+
+
+def _dwell(hbs: list[dict[str, str]]) -> str:
+    """The slowest instance's p99 dwell (poll -> outputs sent), when its events are flowing."""
+    worst = max((float(h.get("dwell_p99_ms", "0") or 0) for h in hbs), default=0.0)
+    return f" dwell_p99={worst:.1f}ms" if worst > 0 else ""
 
 
 def _lag(hbs: list[dict[str, str]]) -> str:
