@@ -294,7 +294,7 @@ class InferenceDataPlane:
                     answers[k] = {"p": [float(x) for x in probs[row]], "g": _verdict_doc(fresh[row])}
                 self._cache_put([keys[k] for k in misses], [answers[k] for k in misses])
         latency = (time.perf_counter() - started) * 1000
-        for k, (i, req, client, shadow, route, arrays, record, before) in enumerate(todo):
+        for k, (i, req, client, shadow, route, _arrays, record, before) in enumerate(todo):
             if k not in answers:
                 continue
             verdict = _merge(before, answers[k]["g"])
@@ -302,12 +302,13 @@ class InferenceDataPlane:
                 results[i] = _rejected(verdict)
                 continue
             pr = answers[k]["p"]
-            out = PredictOutput(req.request_id, model, version, served.classes[max(range(len(pr)), key=pr.__getitem__)], pr,
-                                list(served.classes), cached[k] is not None, verdict, route, latency)
+            label = served.classes[max(range(len(pr)), key=pr.__getitem__)]  # argmax of a list, no numpy round trip
+            out = PredictOutput(req.request_id, model, version, label, pr, list(served.classes), cached[k] is not None,
+                                verdict, route, latency)
             results[i] = out
             if verdict.action == "flag":
                 self.guard.flagged(served, record, verdict)
-            self._log(out, req, client, served, shadow, arrays)
+            self._log(out, req, client, served, shadow)
             if self.extraction is not None:
                 results[i] = self.extraction.harden(out, xa_of[k])  # inference.log keeps the full answer
 
@@ -347,8 +348,9 @@ class InferenceDataPlane:
             self._cache_writer.put([(k, orjson.dumps(v)) for k, v in zip(keys, values)])
 
     # ------------------------------------------------------------------ inference.log
-    def _log(self, out: PredictOutput, req: PredictInput, client: str, served: ServedVersion, shadow: int | None,
-             arrays: list[np.ndarray]) -> None:
+    def _log(self, out: PredictOutput, req: PredictInput, client: str, served: ServedVersion,
+             shadow: int | None) -> None:
+        """Sample the answer into inference.log; a shadowed request is always logged, with the shadow's answer."""
         if shadow is not None:
             self._shadow_pool.submit(self._shadow, out, req, client, served, shadow)
         elif self._producer is not None and self._rng.random() < self.own.log_sample:
@@ -358,7 +360,7 @@ class InferenceDataPlane:
     def _log_loop(self) -> None:
         while (item := self._log_queue.get()) is not None:
             try:
-                self._write_log(*item, None, force=True)
+                self._write_log(*item, None)
             except Exception as exc:  # noqa: BLE001 - a log record never takes the front door down
                 log.warning("inference.log record not written error=%s", type(exc).__name__)
 
@@ -375,11 +377,11 @@ class InferenceDataPlane:
                       "error": None}
         except BulwarkError as exc:
             result = {"version": shadow, "error": exc.reason.value}
-        self._write_log(out, req, client, served, result, force=True)
+        self._write_log(out, req, client, served, result)
 
     def _write_log(self, out: PredictOutput, req: PredictInput, client: str, served: ServedVersion,
-                   shadow: dict[str, Any] | None, force: bool = False) -> None:
-        if self._producer is None or (not force and self._rng.random() >= self.own.log_sample):
+                   shadow: dict[str, Any] | None) -> None:
+        if self._producer is None:
             return
         payload: dict[str, Any] = {
             "request_id": out.request_id, "model": out.model, "version": out.version,

@@ -106,7 +106,8 @@ class Figures:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
-        return {"size_bytes": self.size_bytes, "weight_bytes": self.weight_bytes, "metrics": {k: _round(v) for k, v in self.metrics.items()},
+        return {"size_bytes": self.size_bytes, "weight_bytes": self.weight_bytes,
+                "metrics": {k: _round(v) for k, v in self.metrics.items()},
                 "agreement": _round(self.agreement), "max_prob_change": _round(self.max_prob_change),
                 "batch_wobble": _round(self.batch_wobble),
                 f"metrics_batch_{WOBBLE_BATCH}": {k: _round(v) for k, v in self.batched.items()},
@@ -172,7 +173,8 @@ def evaluate(forms: dict[str, bytes], data: HeldOut, own: QuantizerSettings, *, 
     out = {}
     for name, p in probs.items():
         out[name] = Figures(
-            name=name, size_bytes=len(forms[name]), weight_bytes=weight_bytes(forms[name]), metrics=_metrics(data.labels, p),
+            name=name, size_bytes=len(forms[name]), weight_bytes=weight_bytes(forms[name]),
+            metrics=_metrics(data.labels, p),
             agreement=float(np.mean((p >= 0.5) == (ref >= 0.5))),
             max_prob_change=float(np.max(np.abs(p - ref))),
             batch_wobble=float(np.max(np.abs(wide[name] - p))), batched=_metrics(data.labels, wide[name]),

@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 # KEYS: this sub-window's stats hash and cell HyperLogLog, the minute counter, the throttle mark, then the
 # window's stats hashes and cell logs (oldest first). ARGV: queries, ood, near-boundary, ttl, sub-windows,
 # count cells (0/1), then the request's cells. Returns {queries this minute, window queries, ood,
-# near-boundary, distinct cells (-1: not counted), throttled (0/1)}. Every key carries the client's hash tag, so the script runs on a cluster too.
+# near-boundary, distinct cells (-1: not counted), throttled (0/1)}. Every key carries the client's hash
+# tag, so the script runs on a cluster too.
 _ACCOUNT = """
 local n, ood, edge, ttl, b = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local count_cells = ARGV[6] == '1'
@@ -132,7 +133,8 @@ class _CellCounts:
             if seen is None or seen + adding < min_queries:
                 return False  # not judged yet: the count would go unread
             last = self._counted.get(who)
-        return last is None or now - last[1] >= self.REFRESH_S or seen - last[0] >= max(1, last[0] * self.REFRESH_SHARE)
+        return (last is None or now - last[1] >= self.REFRESH_S
+                or seen - last[0] >= max(1, last[0] * self.REFRESH_SHARE))
 
     def update(self, who: str, queries: int, cells: int, now: float) -> int:
         """Record a reply; returns the cells to judge by (this reply's, or the last count)."""
