@@ -147,7 +147,8 @@ def main() -> None:
                 order = ("raw", "bus") if i % 2 == 0 else ("bus", "raw")
                 rates = {}
                 for which in order:
-                    progress(f"pair {i + 1}/{args.pairs}: {'raw kafka-python loop' if which == 'raw' else 'bulwark consumer loop'}")
+                    label = "raw kafka-python loop" if which == "raw" else "bulwark consumer loop"
+                    progress(f"pair {i + 1}/{args.pairs}: {label}")
                     if which == "raw":
                         rates["raw"] = raw_loop(stack, *fresh(), n)
                     else:
