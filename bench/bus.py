@@ -138,10 +138,10 @@ def main() -> None:
                 _fill(stack, topic_in, values)
                 return topic_in, topic_out
 
-            # On this broker one run of either loop can be 30% off the next, and the machine drifts over a
-            # minute. So the figure is paired: each pair runs both loops back to back (in alternating order, so
-            # neither always goes first), the cost is each pair's raw/bus ratio, and the bench reports the
-            # median pair with the spread beside it.
+            # On this broker one run of either loop can be 30% off the next, and the machine drifts over
+            # a minute. So the figure is paired: each pair runs both loops back to back (in alternating
+            # order, so neither always goes first), the cost is each pair's raw/bus ratio, and the bench
+            # reports the median pair with the spread beside it.
             pairs = []
             for i in range(args.pairs):
                 order = ("raw", "bus") if i % 2 == 0 else ("bus", "raw")
@@ -152,7 +152,8 @@ def main() -> None:
                     if which == "raw":
                         rates["raw"] = raw_loop(stack, *fresh(), n)
                     else:
-                        rates["bus"] = bus_loop(stack, *fresh(), n, "b" + uuid.uuid4().hex[:8], default_tracer)
+                        prefix = "b" + uuid.uuid4().hex[:8]
+                        rates["bus"] = bus_loop(stack, *fresh(), n, prefix, default_tracer)
                 pairs.append((rates["raw"], rates["bus"]))
             progress("bulwark consumer loop, every event traced")
             every = bus_loop(stack, *fresh(), n, "a" + uuid.uuid4().hex[:8], all_tracer)
@@ -171,7 +172,8 @@ def main() -> None:
         Row("bus", "bus cost vs raw, every event traced", raw / every, "x", "raw loop (median)"),
     ]
     save("bus", rows, {"events": n, "event_bytes": round(size),
-                       "pairs": [{"raw": round(r), "bus": round(b), "ratio": round(r / b, 3)} for r, b in pairs]})
+                       "pairs": [{"raw": round(r), "bus": round(b), "ratio": round(r / b, 3)}
+                                 for r, b in pairs]})
 
 
 if __name__ == "__main__":
