@@ -19,6 +19,7 @@ from typing import Callable
 import redis
 
 from bulwark.redis_keys import RedisKeys
+from bulwark.tracing import background_thread
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class Heartbeat:
         self._instances = keys.heartbeat_instances(service)
         self._sampled_at = 0.0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{service}", daemon=True)
+        self._thread = threading.Thread(target=background_thread(self._run), name=f"heartbeat-{service}",
+                                        daemon=True)
 
     def start(self) -> Heartbeat:
         """Begin beating (the first beat is written before this returns)."""

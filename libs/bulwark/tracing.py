@@ -20,10 +20,11 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -191,6 +192,18 @@ def setup_tracing(service: str, settings: CommonSettings, *,
 def tracer(name: str = "bulwark") -> trace.Tracer:
     """The tracer Bulwark code uses (from the global provider)."""
     return trace.get_tracer(name, __version__)
+
+
+def background_thread(body: Callable[[], None]) -> Callable[[], None]:
+    """`body` with the library instrumentations (Redis, gRPC) quiet, for a thread's `target`.
+
+    Work a background thread does on its own clock (heartbeats, the front door's cache writes) belongs to no
+    request: each Redis command there would be a root trace of its own, noise in every trace view, and its
+    span bookkeeping competes for the interpreter lock with the requests being served."""
+    def run() -> None:
+        with suppress_instrumentation():
+            body()
+    return run
 
 
 def current_trace_id() -> str | None:

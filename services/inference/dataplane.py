@@ -33,7 +33,7 @@ from bulwark.live import LiveReader
 from bulwark.pii import TextScanner
 from bulwark.redis_keys import RedisKeys
 from bulwark.settings import CommonSettings
-from bulwark.tracing import tracer
+from bulwark.tracing import background_thread, tracer
 from bulwark.triton.client import TritonClient
 from bulwark.versions import ServedVersion, VersionCatalog
 from services.inference.coalesce import Call, Coalescer
@@ -132,6 +132,7 @@ class InferenceDataPlane:
         self.guard = guard or NoGuard()
         self.extraction = extraction
         self._producer = producer
+        self._log_topic = settings.topics.inference_log  # the property builds the whole topic map
         self._scanner = TextScanner()
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
         self._cache_writer = CacheWriter(self.redis, self.own.cache_ttl_s)
@@ -399,7 +400,7 @@ class InferenceDataPlane:
         event = Envelope(type="inference.record", source=SERVICE, subject=out.model, payload=payload,
                          id=f"req-{out.request_id}")
         # Fire and forget: a sampled log never slows or fails an answer (drops are counted).
-        self._producer.send_nowait(Output(self.settings.topics.inference_log, event))
+        self._producer.send_nowait(Output(self._log_topic, event))
 
     def close(self) -> None:
         """Stop background work."""
@@ -419,7 +420,7 @@ class CacheWriter:
         self._client = client
         self._ttl_s = ttl_s
         self._queue: queue.SimpleQueue[list[tuple[str, bytes]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="cache-writer", daemon=True)
+        self._thread = threading.Thread(target=background_thread(self._run), name="cache-writer", daemon=True)
         self._thread.start()
 
     def put(self, entries: list[tuple[str, bytes]]) -> None:
