@@ -25,6 +25,7 @@ from services.quantizer.candidates import (
     prune_units,
     serialize,
 )
+from services.quantizer.evaluate import weight_bytes
 from services.quantizer.settings import FormName
 
 
@@ -56,6 +57,7 @@ def _load(data: bytes) -> torch.jit.ScriptModule:
     ("form", "min_agreement"),
     [
         (DynamicInt8(), 0.98),
+        (DynamicInt8(per_row=False), 0.98),
         (StaticInt8(), 0.97),   # activation ranges fixed by calibration: a little coarser
         (Float16(), 0.99),
     ],
@@ -71,6 +73,19 @@ def test_form_serializes_loads_from_bytes_and_agrees_with_fp32(trained, form, mi
         assert ours.dtype == torch.float32 and ours.shape == ref.shape  # the family's fp32 interface
         assert float(np.mean((ours.argmax(1) == ref.argmax(1)).numpy())) >= min_agreement
         assert module.embed(x).shape == loaded.module.embed(x).shape  # embed() survives every form
+
+
+def test_per_tensor_scales_make_a_small_mlp_smaller_than_per_row_scales(trained) -> None:
+    # A [32, 32] MLP: every output row of its first layer holds ~28 int8 weights, and a per-row scale and
+    # zero point add 16 bytes to each. One scale per tensor leaves the weights close to a quarter of fp32.
+    loaded, _, val = trained
+    example = loaded.inputs(val[:2])
+    fp32 = weight_bytes(script_bytes(loaded.module, example))
+    per_row, per_tensor = (DynamicInt8(per_row=p).compress(loaded, []) for p in (True, False))
+    assert (per_row.notes["weight_scales"], per_tensor.notes["weight_scales"]) == ("per row", "per tensor")
+    row_bytes, tensor_bytes = (weight_bytes(serialize(c, example)) for c in (per_row, per_tensor))
+    assert tensor_bytes < row_bytes
+    assert fp32 / tensor_bytes >= 3.5 > fp32 / row_bytes
 
 
 def test_dynamic_int8_leaves_the_loaded_model_untouched(trained) -> None:
