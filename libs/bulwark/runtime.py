@@ -7,6 +7,7 @@ A service's `__main__` reads its settings, builds its handler or servicer, and h
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -77,6 +78,12 @@ class ServiceRuntime:
 
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
+        # What start-up built (modules, settings, clients, policies, models) lives as long as the process.
+        # Frozen, it is out of the cycle collector's walks: a full collection on the anonymizer took 15-40 ms
+        # with it, a pause in which no event moved (the paced latency bench's worst stalls). Reference
+        # counting still frees frozen objects; only cycles among them would stay.
+        gc.collect()
+        gc.freeze()
         try:
             if server is not None:
                 server.start()  # type: ignore[attr-defined]
