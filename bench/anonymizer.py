@@ -295,7 +295,7 @@ def hop_main() -> None:
                              **tuning)
     producer = make_producer(settings, client_id="bench-hop-out")
     while not stop.is_set():
-        batch = consumer.poll(timeout_ms=200, max_records=500)
+        batch = consumer.poll(timeout_ms=20, max_records=500)  # as the bus loop's default (BusSettings)
         for records in batch.values():
             for rec in records:
                 value = orjson.dumps(orjson.loads(rec.value))

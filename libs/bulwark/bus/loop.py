@@ -60,8 +60,11 @@ class BusSettings(ServiceSettings):
 
     max_batch: int = Field(500, ge=1, le=10_000)
     """Most records handled between two commits."""
-    poll_timeout_ms: int = Field(200, ge=10, le=10_000)
-    """How long one poll waits for records."""
+    poll_timeout_ms: int = Field(20, ge=10, le=10_000)
+    """How long one poll waits for records. Short on purpose: kafka-python 3.0 can take a fetch response that
+    lands between its buffer check and its wait for "nothing in flight" and sleep up to `retry_backoff_ms`
+    (100 ms) with the records buffered; a poll timeout below that bounds the stall (see docs/operations.md).
+    An empty poll costs no broker request, only a loop turn."""
     backoff_initial_s: float = Field(0.2, gt=0)
     """First wait after an infrastructure failure."""
     backoff_max_s: float = Field(10.0, gt=0)
