@@ -111,7 +111,8 @@ def _quiet() -> Iterator[None]:
 def _dynamic(module: nn.Module, *, per_row: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     # Per-row weight scales cost nothing at run time and, on MiniLM, cut the sentence-embedding error by a
     # third against a per-tensor scale (outlier rows set the range); per tensor is smaller (module docstring).
-    spec: dict[Any, Any] = {nn.Linear: tq.per_channel_dynamic_qconfig if per_row else tq.default_dynamic_qconfig}
+    linear_qconfig = tq.per_channel_dynamic_qconfig if per_row else tq.default_dynamic_qconfig
+    spec: dict[Any, Any] = {nn.Linear: linear_qconfig}
     tables = [name for name, m in module.named_modules()
               if isinstance(m, nn.Embedding) and m.num_embeddings >= EMBEDDING_MIN_ROWS]
     for name in tables:
