@@ -115,7 +115,8 @@ def bus_loop(stack: TestStack, topic_in: str, topic_out: str, n: int, prefix: st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--pairs", type=int, default=5, help="raw/bus pairs; the cost is the median pair's ratio")
+    parser.add_argument("--pairs", type=int, default=5,
+                        help="raw/bus pairs; the cost is the median pair's ratio")
     args = parser.parse_args()
     n = args.events
     with tempfile.TemporaryDirectory() as tmp:
