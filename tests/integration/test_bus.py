@@ -14,10 +14,11 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from bulwark import topics as t
 from bulwark.bus.client import kafka_client_config
+from bulwark.bus.loop import BusSettings, ConsumerLoop
 from bulwark.bus.dlq import open_dead_letter
 from bulwark.crypto import FieldCipher, load_ring
 from bulwark.crypto.keys import RING_DLQ
-from bulwark.events import Envelope, derived_id
+from bulwark.events import Envelope, EventTypeRegistry, derived_id
 from bulwark.redis_client import make_redis
 from bulwark.redis_keys import RedisKeys
 from bulwark.settings import CommonSettings
@@ -270,3 +271,42 @@ def test_bus_heartbeat_shows_instance_running(echo: Echo) -> None:
         svc.terminate()
     # A graceful stop removes the heartbeat: stopped, not crashed.
     assert not echo.redis.exists(echo.keys.heartbeat("echo", svc.instance))
+
+
+class _Ticker:
+    """A handler with periodic work (as the updater's rollouts), counting how often it runs."""
+
+    name = "ticker"
+    event_types = None
+
+    def __init__(self, topic: str) -> None:
+        self.topics = [topic]
+        self.ticks = 0
+
+    def handle(self, event, ctx):  # noqa: ANN001, ANN201
+        return []
+
+    def tick(self) -> list:
+        self.ticks += 1
+        return []
+
+
+def test_bus_runs_handler_ticks_at_their_interval_not_at_every_poll(stack: TestStack) -> None:
+    # Polls return every 10 ms on an idle topic (the poll timeout is short for latency); the handler's
+    # periodic work, which reads Redis, must not run at that pace.
+    handler = _Ticker(stack.topic("tick-in"))
+    settings = stack.settings(redis_prefix="tk" + uuid.uuid4().hex[:8])
+    loop = ConsumerLoop(handler, settings, make_redis(settings), registry=EventTypeRegistry.default(),
+                        dlq_cipher=FieldCipher(load_ring(RING_DLQ, stack.keys_dir)),
+                        bus=BusSettings(group_id=stack.group("tick"), poll_timeout_ms=10, tick_interval_ms=200))
+    loop._consumer.subscribe(handler.topics)
+    polls, started = 0, time.monotonic()
+    try:
+        while time.monotonic() - started < 3.0:
+            loop.run_once()
+            polls += 1
+    finally:
+        loop.close()
+    elapsed = time.monotonic() - started
+    assert handler.ticks <= elapsed / 0.2 + 1  # at most one per interval, the first at once
+    assert handler.ticks >= 5 and polls >= 3 * handler.ticks

@@ -65,6 +65,9 @@ class BusSettings(ServiceSettings):
     lands between its buffer check and its wait for "nothing in flight" and sleep up to `retry_backoff_ms`
     (100 ms) with the records buffered; a poll timeout below that bounds the stall (see docs/operations.md).
     An empty poll costs no broker request, only a loop turn."""
+    tick_interval_ms: int = Field(200, ge=0, le=60_000)
+    """Most often a handler's periodic work (`tick`: rollouts, schedules) runs, busy or idle; 0: after every
+    poll. Kept apart from the poll timeout, which is short for latency."""
     backoff_initial_s: float = Field(0.2, gt=0)
     """First wait after an infrastructure failure."""
     backoff_max_s: float = Field(10.0, gt=0)
@@ -178,6 +181,7 @@ class ConsumerLoop:
         self._crashed_once = False
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._dwell = DwellWindow(self.stats)
+        self._next_tick = 0.0  # monotonic time of the next handler tick
         # SET key 1 EX ttl for every key of a batch, as one command.
         self._mark = client.register_script(
             "for _, k in ipairs(KEYS) do redis.call('SET', k, '1', 'EX', ARGV[1]) end return #KEYS")
@@ -481,8 +485,10 @@ class ConsumerLoop:
 
     def _tick(self) -> bool:
         tick = getattr(self.handler, "tick", None)
-        if tick is None:
+        now = time.monotonic()
+        if tick is None or now < self._next_tick:
             return True
+        self._next_tick = now + self.bus.tick_interval_ms / 1000
         try:
             outputs = list(tick())
             for out in outputs:
