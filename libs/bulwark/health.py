@@ -113,14 +113,19 @@ class Heartbeat:
 
     def beat(self) -> None:
         """Write one heartbeat now; Redis being down is logged, never raised."""
-        fields = {k: str(v) for k, v in asdict(self._stats).items() if k != "extra"}
-        fields.update({f"x_{k}": v for k, v in self._stats.extra.items()})
+        # The probe runs first: it may set the stats' detail, which must describe this beat's status.
+        status, failed = None, ""
         if self._probe is not None:
             try:
-                fields["status"] = self._probe()
+                status = self._probe()
             except Exception as exc:  # a failing probe is itself the news
-                fields["status"] = "degraded"
-                fields["detail"] = f"health probe failed: {type(exc).__name__}"
+                status, failed = "degraded", f"health probe failed: {type(exc).__name__}"
+        fields = {k: str(v) for k, v in asdict(self._stats).items() if k != "extra"}
+        fields.update({f"x_{k}": v for k, v in self._stats.extra.items()})
+        if status is not None:
+            fields["status"] = status
+        if failed:
+            fields["detail"] = failed
         fields.update(service=self._service, instance=self._instance, pid=str(os.getpid()),
                       host=socket.gethostname(), started_at=str(self._started), at=str(time.time()))
         try:
