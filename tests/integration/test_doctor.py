@@ -488,3 +488,50 @@ def test_doctor_full_broker_restart_reads_healthy_with_nothing_lost(stack: TestS
                   until=lambda evs: len([e for e in distinct(evs).values() if e.type != "doctor.canary"]) >= 60,
                   timeout_s=60)
     assert len([e for e in distinct(out).values() if e.type != "doctor.canary"]) == 60
+
+
+def test_status_says_a_service_is_starting_until_its_first_running_heartbeat(stack: TestStack) -> None:
+    from bulwark.health import Heartbeat, ServiceStats
+    from bulwark.redis_client import make_redis
+    from bulwark.redis_keys import RedisKeys
+    from bulwark.stack.health import services
+
+    prefix = "st" + uuid.uuid4().hex[:8]
+    settings = stack.settings(redis_prefix=prefix)
+    stats = ServiceStats()  # a fresh process: "starting" until its loop or server runs
+    beat = Heartbeat(make_redis(settings), RedisKeys(prefix), "explainer", "explainer-1", stats,
+                     interval_s=60, ttl_s=60)
+    beat.beat()
+    [part] = services(settings, expected=("explainer",))
+    assert (part.state, part.detail) == ("degraded", "1 of 1 instance(s) starting")
+    stats.status = "running"
+    beat.beat()
+    [part] = services(settings, expected=("explainer",))
+    assert part.state == "up" and part.detail == "handled=0 lag=-"
+
+
+def test_heartbeat_detail_describes_the_same_beats_probe(stack: TestStack) -> None:
+    # The front door's probe sets the detail ("Triton ... is not ready") and clears it when Triton is back:
+    # each beat must carry the detail of its own probe, not the one before.
+    from bulwark.health import Heartbeat, ServiceStats
+    from bulwark.redis_client import make_redis
+    from bulwark.redis_keys import RedisKeys
+    from bulwark.stack.health import services
+
+    prefix = "hb" + uuid.uuid4().hex[:8]
+    settings = stack.settings(redis_prefix=prefix)
+    stats, ready = ServiceStats(), [False]
+
+    def probe() -> str:
+        stats.detail = "" if ready[0] else "Triton is not ready"
+        return "running" if ready[0] else "degraded"
+
+    beat = Heartbeat(make_redis(settings), RedisKeys(prefix), "inference", "inference-1", stats,
+                     interval_s=60, ttl_s=60, probe=probe)
+    beat.beat()
+    [part] = services(settings, expected=("inference",))
+    assert (part.state, part.detail) == ("degraded", "Triton is not ready")
+    ready[0] = True
+    beat.beat()
+    [part] = services(settings, expected=("inference",))
+    assert (part.state, part.detail) == ("up", "handled=0 lag=-")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from typing import Callable
+from typing import Callable, TypeVar
 
 import click
 
 from bulwark.cli.output import table
+
+T = TypeVar("T")
 
 
 def _step(title: str) -> None:
@@ -36,6 +38,17 @@ def _wait(what: str, check: Callable[[], object], timeout_s: float) -> object:
     raise click.ClickException(f"timed out waiting for {what}; see `bulwark status` and the logs under var/stack/logs")
 
 
+def _settled(read: Callable[[], T], ready: Callable[[T], bool], timeout_s: float = 30.0) -> T:
+    """`read()` until `ready(result)` or `timeout_s` has passed; the last result either way (a part still
+    settling is shown as it is, not waited on for ever)."""
+    deadline = time.monotonic() + timeout_s
+    result = read()
+    while not ready(result) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        result = read()
+    return result
+
+
 @click.command()
 @click.option("--events", type=click.IntRange(100), default=3000, show_default=True, help="Events to produce.")
 @click.option("--model", default="fraud", show_default=True, help="The model the stack's trainer trains.")
@@ -46,12 +59,15 @@ def demo(events: int, model: str) -> None:
 
     settings = cli_settings()
     _step("1. every part of the stack is up")
-    parts = infrastructure(settings)
+    # Triton reports "live, not ready" while it loads the repository's models; give it a moment.
+    parts = _settled(lambda: infrastructure(settings), lambda ps: all(p.state != "degraded" for p in ps))
     table([p.to_dict() for p in parts], ["part", "state", "detail"], colour_column="state")
     if any(p.state == "down" for p in parts):
         raise click.ClickException("an infrastructure part is down; run `make demo` (it starts the stack)")
     _wait("services' heartbeats", lambda: all(p.state != "down" for p in services(settings)), 300)
-    table([p.to_dict() for p in services(settings)], ["part", "state", "instances", "detail"], colour_column="state")
+    # A service's first heartbeat says "starting"; give them a moment to run before showing the table.
+    rows = _settled(lambda: services(settings), lambda ps: all(p.state == "up" for p in ps))
+    table([p.to_dict() for p in rows], ["part", "state", "instances", "detail"], colour_column="state")
 
     _step(f"2. a producer publishes {events} payment events with personal data to {settings.topics.events_raw}")
     subprocess.run([sys.executable, "-m", "bulwark.cli.main", "produce", "--count", str(events), "--rate", "0"],

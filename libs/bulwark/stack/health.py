@@ -79,6 +79,8 @@ def services(settings: CommonSettings, *, expected: tuple[str, ...] | None = Non
         state = "up" if all(s == "running" for s in states) else (
             "degraded" if any(s in ("running", "degraded", "starting") for s in states) else "down")
         details = [h.get("detail", "") for h in hbs if h.get("detail")]
+        if not details and "starting" in states:  # its first heartbeat, before its loop or server runs
+            details = [f"{states.count('starting')} of {len(states)} instance(s) starting"]
         handled = sum(int(h.get("handled", "0")) for h in hbs)
         out.append(PartHealth(name, "service", state, len(hbs),
                               "; ".join(details) or f"handled={handled} lag={_lag(hbs)}{_dwell(hbs)}"))
