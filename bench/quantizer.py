@@ -130,8 +130,8 @@ def _form_rows(label: str, report: dict[str, Any], name: str, own: QuantizerSett
     return rows
 
 
-def rows_for(label: str, loaded: LoadedModel, fp32: bytes, train: list[dict[str, Any]], val: list[dict[str, Any]],
-             own: QuantizerSettings) -> tuple[list[Row], dict[str, Any]]:
+def rows_for(label: str, loaded: LoadedModel, fp32: bytes, train: list[dict[str, Any]],
+             val: list[dict[str, Any]], own: QuantizerSettings) -> tuple[list[Row], dict[str, Any]]:
     """Quantize with the service's pipeline; both dynamic forms' figures against fp32 as rows, and which form
     the quantizer chose."""
     heldout = {"validation": val, "train_sample": train[:1000], "label": "is_fraud"}

@@ -298,7 +298,8 @@ def test_bus_runs_handler_ticks_at_their_interval_not_at_every_poll(stack: TestS
     settings = stack.settings(redis_prefix="tk" + uuid.uuid4().hex[:8])
     loop = ConsumerLoop(handler, settings, make_redis(settings), registry=EventTypeRegistry.default(),
                         dlq_cipher=FieldCipher(load_ring(RING_DLQ, stack.keys_dir)),
-                        bus=BusSettings(group_id=stack.group("tick"), poll_timeout_ms=10, tick_interval_ms=200))
+                        bus=BusSettings(group_id=stack.group("tick"), poll_timeout_ms=10,
+                                        tick_interval_ms=200))
     loop._consumer.subscribe(handler.topics)
     polls, started = 0, time.monotonic()
     try:
