@@ -132,7 +132,6 @@ class InferenceDataPlane:
         self.guard = guard or NoGuard()
         self.extraction = extraction
         self._producer = producer
-        self._log_topic = settings.topics.inference_log  # the property builds the whole topic map
         self._scanner = TextScanner()
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
         self._cache_writer = CacheWriter(self.redis, self.own.cache_ttl_s)
@@ -400,7 +399,7 @@ class InferenceDataPlane:
         event = Envelope(type="inference.record", source=SERVICE, subject=out.model, payload=payload,
                          id=f"req-{out.request_id}")
         # Fire and forget: a sampled log never slows or fails an answer (drops are counted).
-        self._producer.send_nowait(Output(self._log_topic, event))
+        self._producer.send_nowait(Output(self.settings.topics.inference_log, event))
 
     def close(self) -> None:
         """Stop background work."""

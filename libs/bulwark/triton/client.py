@@ -36,8 +36,8 @@ def _map_error(exc: InferenceServerException, url: str, model: str, version: int
     # A model-control failure (no version: load, unload, index) keeps Triton's words, which name the file or
     # setting at fault, for the operator; an inference failure reaches clients, who get no server paths.
     detail = f": {text[:200]}" if text and version is None else ""
-    return BulwarkError(Reason.INTERNAL, f"Triton failed on {where} ({status.rsplit('.', 1)[-1] or 'error'}){detail}",
-                        retryable=False)
+    code = status.rsplit(".", 1)[-1] or "error"
+    return BulwarkError(Reason.INTERNAL, f"Triton failed on {where} ({code}){detail}", retryable=False)
 
 
 class TritonClient:
