@@ -5,7 +5,10 @@ is then serialized to TorchScript (the form Triton's Python backend loads) and e
   batch (Jacob et al., 2018, "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-
   Only Inference"; the recipe of PyTorch's BERT dynamic quantization tutorial). Vocabulary-sized embeddings
   get weight-only int8 with one (scale, zero point) per row, `x ≈ scale_r * (q - zero_r)`: in MiniLM the
-  30522x384 word table is half the weights, so int8 Linear layers alone shrink it only ~1.55x.
+  30522x384 word table is half the weights, so int8 Linear layers alone shrink it only ~1.55x. A Linear
+  followed by a ReLU in a Sequential is first fused into one int8 kernel, and Dropout (the identity at
+  inference) is dropped, as PyTorch's quantization recipe fuses modules before converting: on the default
+  2x64 MLP at batch 64 that is 3 kernels instead of 7.
 - `dynamic-int8-tensor`: the same with one scale per Linear weight tensor. A row's scale and zero point take
   16 bytes: next to a 384-wide row that is 4%, next to the 28-wide first layer of the default MLP it is
   more than half the row, and the per-row form shrinks that model's weights only 2.85x (per tensor: 3.76x).
@@ -36,6 +39,7 @@ from typing import Any, Iterator, Protocol, Sequence
 import torch
 from torch import nn
 from torch.ao import quantization as tq
+from torch.ao.nn.intrinsic import LinearReLU
 
 from bulwark.errors import BulwarkError, Reason
 from bulwark.families import LoadedModel, script_bytes
@@ -108,19 +112,38 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _fuse_linear_relu(module: nn.Module) -> int:
+    """In every nn.Sequential, drop Dropout (the identity at inference) and fuse each Linear directly followed
+    by a ReLU into one LinearReLU, which dynamic int8 runs as one kernel with no separate ReLU pass. Exact
+    for an eval-mode module; returns how many pairs were fused."""
+    pairs: list[list[str]] = []
+    for name, seq in module.named_modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for i, child in enumerate(seq):
+            if isinstance(child, nn.Dropout):
+                seq[i] = nn.Identity()
+        pairs += [[f"{name}.{i}" if name else str(i), f"{name}.{i + 1}" if name else str(i + 1)]
+                  for i in range(len(seq) - 1) if type(seq[i]) is nn.Linear and type(seq[i + 1]) is nn.ReLU]
+    if pairs:
+        tq.fuse_modules(module, pairs, inplace=True)
+    return len(pairs)
+
+
 def _dynamic(module: nn.Module, *, per_row: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     # Per-row weight scales cost nothing at run time and, on MiniLM, cut the sentence-embedding error by a
     # third against a per-tensor scale (outlier rows set the range); per tensor is smaller (module docstring).
     linear_qconfig = tq.per_channel_dynamic_qconfig if per_row else tq.default_dynamic_qconfig
-    spec: dict[Any, Any] = {nn.Linear: linear_qconfig}
+    linear = sum(isinstance(m, nn.Linear) for m in module.modules())
+    fused = _fuse_linear_relu(module)
+    spec: dict[Any, Any] = {nn.Linear: linear_qconfig, LinearReLU: linear_qconfig}
     tables = [name for name, m in module.named_modules()
               if isinstance(m, nn.Embedding) and m.num_embeddings >= EMBEDDING_MIN_ROWS]
     for name in tables:
         spec[name] = tq.float_qparams_weight_only_qconfig
-    linear = sum(isinstance(m, nn.Linear) for m in module.modules())
     with _quiet():
         quantized = tq.quantize_dynamic(module, spec, dtype=torch.qint8)
-    return quantized.eval(), {"int8_linear_layers": linear, "int8_embeddings": tables,
+    return quantized.eval(), {"int8_linear_layers": linear, "fused_linear_relu": fused, "int8_embeddings": tables,
                               "weight_scales": "per row" if per_row else "per tensor"}
 
 

@@ -3,8 +3,10 @@ keeps the family's interface, and agrees with fp32; forms that do not apply say 
 
 from __future__ import annotations
 
+import copy
 import io
 import typing
+import warnings
 
 import numpy as np
 import pytest
@@ -86,6 +88,25 @@ def test_per_tensor_scales_make_a_small_mlp_smaller_than_per_row_scales(trained)
     row_bytes, tensor_bytes = (weight_bytes(serialize(c, example)) for c in (per_row, per_tensor))
     assert tensor_bytes < row_bytes
     assert fp32 / tensor_bytes >= 3.5 > fp32 / row_bytes
+
+
+def test_dynamic_int8_fuses_linear_relu_and_drops_dropout_without_changing_answers(trained) -> None:
+    # The default MLP is Linear, ReLU, Dropout twice, then the head: 7 ops at inference, 3 int8 kernels fused.
+    loaded, _, val = trained
+    candidate = DynamicInt8().compress(loaded, [])
+    kinds = [type(m).__name__ for m in candidate.module.modules()]
+    assert candidate.notes["fused_linear_relu"] == 2 and kinds.count("LinearReLU") == 2
+    assert "Dropout" not in kinds and "ReLU" not in kinds
+    # The same int8 weights unfused (quantize_dynamic straight on the model) give the same logits.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        unfused = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(loaded.module), {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+            dtype=torch.qint8)
+    x = loaded.inputs(val)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(candidate.module(x), unfused(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(candidate.module.embed(x), unfused.embed(x), rtol=1e-5, atol=1e-5)
 
 
 def test_dynamic_int8_leaves_the_loaded_model_untouched(trained) -> None:
