@@ -17,16 +17,11 @@ from bulwark.errors import UnavailableError
 from bulwark.redis_keys import RedisKeys
 from bulwark.registry import ModelRegistry
 from bulwark.settings import CommonSettings
+from bulwark.stack.parts import free_port
 from bulwark.testing.certs import TestPKI, make_pki
 
 pytestmark = pytest.mark.integration
 PASSWORD = "tls-test-" + "x" * 24
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +31,7 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, T
         pytest.fail("redis-server is not installed: `make system-deps` installs it")
     root = tmp_path_factory.mktemp("redis-tls")
     pki, other = make_pki(root, "a", server_name="redis"), make_pki(root, "b", server_name="redis")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([server_bin, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
                              "--tls-cert-file", str(pki.server_cert), "--tls-key-file", str(pki.server_key),
                              "--tls-ca-cert-file", str(pki.ca), "--tls-auth-clients", "yes",

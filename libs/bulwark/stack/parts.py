@@ -15,6 +15,7 @@ protocol handshake), never from a sleep.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import sys
@@ -126,13 +127,45 @@ def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
         return False
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on now (below 55000, so port+10000 is valid too)."""
+    """A TCP port nothing listens on now, with port+10000 free too (SeaweedFS puts each server's gRPC port
+    there), both below the kernel's ephemeral range.
+
+    Below that range, because the kernel hands ephemeral ports to outgoing connections: one taken between
+    this choice and the server's bind fails the server's start. `weed mini` starts its servers one after
+    another while the first ones already connect to each other, and its last listener lost that race. Where
+    the range leaves too little room below it, ports come from the kernel as before (and the race remains).
+    A port is handed out once per process, so the eight SeaweedFS ports never repeat."""
+    try:
+        low = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    below = range(10000, min(low, 65536) - 10000)
+    rng = random.SystemRandom()
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 55000 and not port_open("127.0.0.1", port + 10000):
+        if len(below) >= 1000:
+            port = rng.choice(below)
+        else:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port >= 55000:
+                continue
+        if port not in _handed_out and _bindable(port) and _bindable(port + 10000):
+            _handed_out.add(port)
             return port
     raise PartError("no free TCP port found")
 
