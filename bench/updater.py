@@ -3,9 +3,10 @@
 - time from a `models.validated` event to the first request a client gets answered by the canary (target
   < 10 s for the MLP family): placing the version in Triton's repository, loading it, warming it up, the
   shadow stage, then routing;
-- time from a regression crossing its bound to the rollback (target < 5 s): the crossing is when the shadow
-  comparisons logged so far (by their log timestamps) first reach the minimum count with agreement below the
-  bound; the rollback is the `model.deployed` event's timestamp.
+- time from a regression crossing its bound to the rollback (target < 5 s): the crossing is the log timestamp
+  of the inference.log record after which the updater's own rule (`rollout.assess`, on the counts its
+  `SignalStore` keeps) first finds a bound broken, replaying the records from the rollout's start in time
+  order; the rollback is the `model.deployed` event's timestamp. The row names the bound that fired.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from bulwark.redis_keys import RedisKeys
 from bulwark.reference import ReferenceGenerator
 from bulwark.testing.services import ServiceProcess
 from bulwark.testing.stack import TestStack, topic_env
+from services.updater.rollout import assess
 from services.updater.settings import UpdaterSettings
+from services.updater.signals import SignalStore
 from tests.integration.helpers import clean_events, publish
 from tests.integration.test_inference import features
 
@@ -110,30 +113,33 @@ def main() -> None:
             while not (served and served[-1][1] == better.version):
                 time.sleep(0.2)
             t1 = validated(worse.version)
-            rollback_at = None
-            while rollback_at is None and time.time() < t1 + 120:
-                for rec, e in read_topic(settings, settings.topics.models_deployed, idle_ms=200):
-                    if e and e.payload["action"] == "rollback" and e.payload["version"] == worse.version:
-                        rollback_at = rec.timestamp / 1000
+            rollback: tuple[float, str] | None = None
+            while rollback is None and time.time() < t1 + 120:
+                deployed = [(rec.timestamp / 1000, e.payload) for rec, e in
+                            read_topic(settings, settings.topics.models_deployed, idle_ms=200)
+                            if e and e.payload["version"] == worse.version]
+                rollback = next(((ts, p["reason"]) for ts, p in deployed if p["action"] == "rollback"), None)
                 time.sleep(0.5)
             stop.set()
             thread.join()
-            # When did the shadow comparisons first cross the bound? Replay the logged records in time order.
-            records = sorted(((rec.timestamp / 1000, e.payload) for rec, e in read_topic(settings, settings.topics.inference_log)
-                              if e and e.payload.get("shadow") and e.payload["shadow"].get("version") in (worse.version,
-                                                                                                         better.version)),
-                             key=lambda r: r[0])
-            compared = agreed = 0
             crossed = None
-            for ts, p in records:
-                if ts < t1:
-                    continue
-                compared += 1
-                agreed += p["shadow"].get("label") == p["label"]
-                if compared >= policy.min_signal_requests and agreed / compared < policy.min_agreement:
-                    crossed = ts
-                    break
-            to_rollback = (rollback_at - crossed) if (rollback_at and crossed) else float("nan")
+            if rollback is not None:
+                # When did the evidence first break a bound? Replay the logged records from the rollout's
+                # start, in time order, through the updater's own counting and rule (on scratch keys).
+                started = min(ts for ts, p in deployed if ts >= t1)
+                replay = SignalStore(make_redis(settings), RedisKeys(f"{prefix}-replay"))
+                records = sorted(((rec.timestamp / 1000, e.payload) for rec, e in
+                                  read_topic(settings, settings.topics.inference_log)
+                                  if e and e.type == "inference.record" and rec.timestamp / 1000 >= started),
+                                 key=lambda r: r[0])
+                for ts, p in records:
+                    replay.observe(p, 1)
+                    if assess(policy, replay.read(model, worse.version, 1),
+                              replay.read(model, better.version, 1)).regression:
+                        crossed = ts
+                        break
+            to_rollback = (rollback[0] - crossed) if (rollback and crossed) else float("nan")
+            bound = rollback[1].removeprefix("regression: ").split(" ")[0] if rollback else "none"
         finally:
             for p in procs:
                 p.terminate()
@@ -141,7 +147,8 @@ def main() -> None:
     rows = [
         Row("updater", "models.validated -> first canary answer", to_canary, "s", "",
             "< 10", to_canary < 10),
-        Row("updater", "regression crosses its bound -> rollback", to_rollback, "s", "", "< 5", to_rollback < 5),
+        Row("updater", "regression crosses its bound -> rollback", to_rollback, "s", f"bound: {bound}", "< 5",
+            to_rollback < 5),
     ]
     save("updater", rows, {"policy": policy.model_dump()})
 

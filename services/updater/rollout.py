@@ -47,6 +47,27 @@ class Assessment:
     compared: int
 
 
+def assess(own: UpdaterSettings, cand: Signals, live: Signals) -> Assessment:
+    """A candidate's figures against the live version's, and the first bound it breaks (None: none yet)."""
+    o = own
+    compared = cand.compared + live.compared
+    agreement = (cand.agreed + live.agreed) / compared if compared else 1.0
+    why = None
+    if cand.requests >= o.min_signal_requests:
+        if cand.error_rate > live.error_rate + o.max_error_rate_increase:
+            why = f"error rate {cand.error_rate:.3f} vs live {live.error_rate:.3f}"
+        elif live.p99_ms > 0 and cand.p99_ms > 5 and cand.p99_ms > live.p99_ms * o.max_p99_ratio:
+            why = f"latency p99 {cand.p99_ms:.1f} ms vs live {live.p99_ms:.1f} ms"
+        elif cand.flag_rate > live.flag_rate + o.max_flag_rate_increase:
+            why = f"guard flag rate {cand.flag_rate:.3f} vs live {live.flag_rate:.3f}"
+    if why is None and compared >= o.min_signal_requests and agreement < o.min_agreement:
+        why = f"agreement with the live version {agreement:.3f} below {o.min_agreement}"
+    if why is None and cand.labeled >= o.min_labeled and live.labeled >= o.min_labeled and \
+            cand.accuracy < live.accuracy - o.max_accuracy_drop:
+        why = f"accuracy on labeled events {cand.accuracy:.3f} vs live {live.accuracy:.3f}"
+    return Assessment(why, cand, live, agreement, compared)
+
+
 class RolloutController:
     """Deploys, advances, promotes and rolls back; thread-safe (a lock per process, Redis per model)."""
 
@@ -168,25 +189,10 @@ class RolloutController:
 
     def assess(self, state: LiveState) -> Assessment:
         """The candidate's figures against the live version's, and the first bound it breaks."""
-        o = self.own
         cand = self.signals.read(state.model, state.candidate, state.rollout_id)
-        live = self.signals.read(state.model, state.live_version, state.rollout_id) if state.live_version else Signals()
-        compared = cand.compared + live.compared
-        agreement = (cand.agreed + live.agreed) / compared if compared else 1.0
-        why = None
-        if cand.requests >= o.min_signal_requests:
-            if cand.error_rate > live.error_rate + o.max_error_rate_increase:
-                why = f"error rate {cand.error_rate:.3f} vs live {live.error_rate:.3f}"
-            elif live.p99_ms > 0 and cand.p99_ms > 5 and cand.p99_ms > live.p99_ms * o.max_p99_ratio:
-                why = f"latency p99 {cand.p99_ms:.1f} ms vs live {live.p99_ms:.1f} ms"
-            elif cand.flag_rate > live.flag_rate + o.max_flag_rate_increase:
-                why = f"guard flag rate {cand.flag_rate:.3f} vs live {live.flag_rate:.3f}"
-        if why is None and compared >= o.min_signal_requests and agreement < o.min_agreement:
-            why = f"agreement with the live version {agreement:.3f} below {o.min_agreement}"
-        if why is None and cand.labeled >= o.min_labeled and live.labeled >= o.min_labeled and \
-                cand.accuracy < live.accuracy - o.max_accuracy_drop:
-            why = f"accuracy on labeled events {cand.accuracy:.3f} vs live {live.accuracy:.3f}"
-        return Assessment(why, cand, live, agreement, compared)
+        live = (self.signals.read(state.model, state.live_version, state.rollout_id) if state.live_version
+                else Signals())
+        return assess(self.own, cand, live)
 
     def _advance(self, state: LiveState) -> list[Envelope]:
         if state.candidate is None or state.stage in ("none", "paused"):
