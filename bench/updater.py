@@ -3,6 +3,7 @@
 - time from a `models.validated` event to the first request a client gets answered by the canary (target
   < 10 s for the MLP family): placing the version in Triton's repository, loading it, warming it up, the
   shadow stage, then routing;
+  the rows below it say when the shadow and canary stages started (the updater's `models.deployed` events);
 - time from a regression crossing its bound to the rollback (target < 5 s): the crossing is the log timestamp
   of the inference.log record after which the updater's own rule (`rollout.assess`, on the counts its
   `SignalStore` keeps) first finds a bound broken, replaying the records from the rollout's start in time
@@ -109,6 +110,10 @@ def main() -> None:
             while not any(v == better.version and t >= t0 for t, v in served) and time.time() < deadline:
                 time.sleep(0.05)
             to_canary = min(t for t, v in served if v == better.version and t >= t0) - t0
+            # Where that time went: the updater's own events for the version, by their timestamps.
+            stages = {e.payload["action"]: rec.timestamp / 1000 - t0 for rec, e in
+                      read_topic(settings, settings.topics.models_deployed, idle_ms=200)
+                      if e and e.payload["version"] == better.version}
             progress("waiting for its promotion, then a worse version: time from regression to rollback")
             while not (served and served[-1][1] == better.version):
                 time.sleep(0.2)
@@ -144,9 +149,14 @@ def main() -> None:
             for p in procs:
                 p.terminate()
             stack.stop()
+    nan = float("nan")
     rows = [
         Row("updater", "models.validated -> first canary answer", to_canary, "s", "",
             "< 10", to_canary < 10),
+        Row("updater", "  validated -> shadow starts (placed, loaded, warmed in Triton)",
+            stages.get("shadow", nan), "s", "for information"),
+        Row("updater", "  validated -> canary starts (the shadow held its bounds)",
+            stages.get("canary", nan), "s", f"shadow stage >= {policy.shadow_s:g} s"),
         Row("updater", "regression crosses its bound -> rollback", to_rollback, "s", f"bound: {bound}", "< 5",
             to_rollback < 5),
     ]
