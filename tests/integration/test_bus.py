@@ -311,3 +311,60 @@ def test_bus_runs_handler_ticks_at_their_interval_not_at_every_poll(stack: TestS
     elapsed = time.monotonic() - started
     assert handler.ticks <= elapsed / 0.2 + 1  # at most one per interval, the first at once
     assert handler.ticks >= 5 and polls >= 3 * handler.ticks
+
+
+def test_bus_overlapped_acks_commit_a_batch_only_after_the_next_and_rewind_both_when_acks_fail(
+        echo: Echo, monkeypatch: pytest.MonkeyPatch) -> None:
+    # By default a batch's acknowledgements are awaited after the next batch is handled. If they fail, both
+    # batches go back: nothing is lost, and what is handled again carries the same ids.
+    from bulwark.errors import UnavailableError
+    from tests.integration.echo_service import EchoHandler, registry
+
+    events = echo_events(30)
+    echo.send(events)
+    loop = ConsumerLoop(EchoHandler(echo.topic_in, echo.topic_out), echo.settings, echo.redis, registry=registry(),
+                        dlq_cipher=FieldCipher(load_ring(RING_DLQ, echo.stack.keys_dir)),
+                        bus=BusSettings(group_id=echo.group, max_batch=10, backoff_initial_s=0.05))
+    loop._consumer.subscribe([echo.topic_in])
+
+    def until(check, timeout_s: float = 30.0) -> None:  # noqa: ANN001
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            assert time.monotonic() < deadline, "timed out"
+            loop.run_once()
+
+    try:
+        first = 0
+        while not first:
+            first = loop.run_once()
+        assert len(echo.effects()) == first
+        assert echo.committed() == 0  # handled and sent, not yet acknowledged-and-committed
+
+        real_wait = loop._producer.wait_for
+        calls = []
+
+        def failing_wait(pending: list, timeout_s: float = 30.0) -> int:
+            calls.append(len(pending))
+            if len(calls) == 1:
+                raise UnavailableError("simulated: the broker did not acknowledge")
+            return real_wait(pending, timeout_s)
+
+        monkeypatch.setattr(loop._producer, "wait_for", failing_wait)
+        while not calls:  # the second batch is handled, then the first one's acknowledgements fail
+            loop.run_once()
+        handled_before = len(echo.effects())
+        assert handled_before > first and echo.committed() == 0
+
+        until(lambda: echo.committed() == 30)
+        effects = echo.effects()
+        assert sorted(set(effects)) == sorted(e.id for e in events)
+        assert len(effects) == 30 + handled_before  # both batches were handled again, nothing skipped
+        out = collect(echo.settings, echo.topic_out, until=lambda ev: len(distinct(ev)) >= 30, timeout_s=30)
+        assert set(distinct(out)) == {derived_id(e.id, "echo", "0") for e in events}
+
+        # A quiet topic does not leave a batch uncommitted: the next empty poll finishes it.
+        echo.send(echo_events(5, tail=True))
+        until(lambda: len(echo.effects()) == 35 + handled_before)
+        until(lambda: echo.committed() == 35, timeout_s=10)
+    finally:
+        loop.close()

@@ -7,7 +7,9 @@ A service writes only a handler; this loop owns everything else, the same way in
 3. skip events already handled (idempotence keys in Redis, one pipelined round trip per batch);
 4. call `handler.handle(event, ctx)` inside a processing span whose parent is the producer's context;
    a content error (non-retryable) dead-letters that event, and the loop moves on;
-5. produce every output and dead letter, then wait for all acknowledgements;
+5. produce every output and dead letter, then wait for all acknowledgements (by default only after the
+   next batch has been handled, so the broker's write time overlaps it; at once when the next poll is
+   empty, on stop and on failure);
 6. mark the handled ids in Redis, then commit the offsets (asynchronously by default: the next fetch
    does not wait for the commit's answer; the last offsets are committed synchronously on stop).
 
@@ -80,6 +82,10 @@ class BusSettings(ServiceSettings):
     """Send each batch's offset commit without waiting for its answer (still only after the batch's outputs
     are acknowledged), so the next fetch overlaps it; the last offsets are committed synchronously on stop.
     A lost commit only redelivers, and idempotence makes that invisible."""
+    overlap_acks: bool = True
+    """Wait for a batch's output acknowledgements only after handling the next batch, then mark and commit
+    it, so the broker's write time overlaps useful work; a batch is finished at once when the next poll is
+    empty, on stop and on failure. Outputs are still acknowledged before their offsets are committed."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     """Longest a handler may take on one batch before the group gives its partitions away (raise it for
     long work such as training)."""
@@ -142,6 +148,15 @@ class _Item:
         return self.event.id if self.event is not None else dead_letter_id(self.src, None)
 
 
+@dataclass
+class _Batch:
+    """A handled batch whose outputs were sent and whose acknowledgements are not yet awaited."""
+
+    items: list[_Item]
+    marks: list[str]
+    pending: list = field(default_factory=list)  # kafka-python futures of its outputs
+
+
 class ConsumerLoop:
     """Runs one handler over its topics with at-least-once delivery and idempotent effects."""
 
@@ -180,6 +195,7 @@ class ConsumerLoop:
         self._backoff = self.bus.backoff_initial_s
         self._crashed_once = False
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._inflight: _Batch | None = None  # handled, outputs sent, acknowledgements not yet awaited
         self._dwell = DwellWindow(self.stats)
         self._next_tick = 0.0  # monotonic time of the next handler tick
         # SET key 1 EX ttl for every key of a batch, as one command.
@@ -224,6 +240,8 @@ class ConsumerLoop:
         self.stats.last_poll_at = time.time()
         ticked = self._tick()
         if not polled:
+            if not self._settle_inflight([]):
+                return 0
             self._update_lag()
             if ticked:
                 self._recovered()
@@ -244,7 +262,8 @@ class ConsumerLoop:
         return done
 
     def close(self) -> None:
-        """Flush, leave the consumer group, close clients."""
+        """Finish the batch in flight, flush, leave the consumer group, close clients."""
+        self._settle_inflight([])
         try:
             self._producer.close()
         except Exception as exc:  # closing must not mask the reason we stopped
@@ -269,6 +288,8 @@ class ConsumerLoop:
     def _process(self, items: list[_Item], polled_at: float) -> int:
         started = time.perf_counter()
         seen = self._already_done([i.idem_id for i in items])
+        if self._inflight is not None:
+            seen.update(self._inflight.marks)  # handled in the batch in flight, not yet marked in Redis
         finished: list[_Item] = []
         marks: list[str] = []
         failure: BulwarkError | None = None
@@ -291,7 +312,13 @@ class ConsumerLoop:
             finished.append(item)
             now = time.perf_counter()
             self._dwell.add(now, (now - polled_at) * 1000)
-        self._finish(finished, marks)
+        if not self._settle_inflight(items):
+            return 0
+        if (self.bus.overlap_acks and failure is None and len(finished) == len(items)
+                and not self._stop.is_set()):
+            self._inflight = _Batch(finished, marks, self._producer.take_pending())
+        else:
+            self._finish(finished, marks)
         self._dwell.refresh(time.perf_counter())
         if marks:
             self.stats.last_event_at = time.time()
@@ -404,10 +431,31 @@ class ConsumerLoop:
             raise UnavailableError(f"Redis unreachable for idempotence check ({type(exc).__name__})") from None
         return {i for i, hit in zip(ids, hits) if hit is not None}
 
-    def _finish(self, finished: list[_Item], marks: list[str]) -> None:
+    def _settle_inflight(self, later: list[_Item]) -> bool:
+        """Finish the batch in flight (wait for its acknowledgements, mark, commit). If that fails, rewind to
+        its first records, and `later` ones too (handled after it, not yet finished: their outputs may land
+        twice, with the same ids, which consumers de-duplicate), back off, and return False."""
+        batch, self._inflight = self._inflight, None
+        if batch is None:
+            return True
+        try:
+            self._finish(batch.items, batch.marks, batch.pending)
+        except BulwarkError as exc:
+            if not exc.retryable:
+                raise
+            self._rewind(batch.items + later, set())
+            self._fail(exc)
+            return False
+        return True
+
+    def _finish(self, finished: list[_Item], marks: list[str], pending: list | None = None) -> None:
+        """Wait for the outputs' acknowledgements (`pending`, or everything queued), mark, commit."""
         if not finished:
             return
-        self._producer.flush()
+        if pending is None:
+            self._producer.flush()
+        else:
+            self._producer.wait_for(pending)
         self._maybe_crash("after_ack")
         if marks:
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
@@ -39,7 +41,7 @@ def make_producer(settings: CommonSettings, *, client_id: str, linger_ms: int = 
     """A producer that waits for all in-sync replicas and never reorders a retried batch.
 
     The long linger is deliberate: every user of this producer flushes when its batch is done (the consumer
-    loop before it commits), so records leave in one produce request per partition per batch instead of
+    loop on a side thread, then waits for the acknowledgements before it commits), so records leave in one produce request per partition per batch instead of
     many small ones. Each produce request is a storage write on the broker; on S3-backed storage, small
     ones cost most of the broker's CPU."""
     return KafkaProducer(
@@ -90,6 +92,32 @@ class EventProducer:
             self._pending.append(self._producer.send(topic, value=value, key=key, headers=headers))
         except KafkaError as exc:
             raise UnavailableError(f"cannot produce to {topic}: {type(exc).__name__}") from None
+
+    def take_pending(self) -> list:
+        """Send what is queued now without waiting (the producer's long linger would hold it), and return
+        those outputs for `wait_for` later: the loop overlaps one batch's acknowledgements with the next
+        batch's handling."""
+        pending, self._pending = self._pending, []
+        if pending:
+            # kafka-python sends ahead of its linger only inside flush(), which blocks: run it on the side.
+            threading.Thread(target=self._flush_quietly, name="flush-ahead", daemon=True).start()
+        return pending
+
+    def _flush_quietly(self) -> None:
+        try:
+            self._producer.flush(timeout=30.0)
+        except Exception:  # noqa: BLE001 - `wait_for` reports each output's own outcome
+            pass
+
+    def wait_for(self, pending: list, timeout_s: float = 30.0) -> int:
+        """Wait for these outputs' acknowledgements; raise `UnavailableError` if any failed or timed out."""
+        deadline = time.monotonic() + timeout_s
+        for fut in pending:
+            try:
+                fut.get(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception as exc:  # noqa: BLE001 - whatever failed the send, the output was not acknowledged
+                raise UnavailableError(f"broker did not acknowledge an output ({type(exc).__name__})") from None
+        return len(pending)
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for every queued record's acknowledgement; raise `UnavailableError` if any failed."""
