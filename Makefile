@@ -70,5 +70,6 @@ down:  ## Stop everything `make demo` started, and nothing else.
 status: $(STAMP)  ## Each part up, degraded or down.
 	$(BIN)/bulwark status
 
-clean: down  ## Remove the local stack's state (var/) and caches; keeps .venv.
-	rm -rf var bench/results .pytest_cache
+clean: down  ## Remove the local stack's state (var/ and its keys in Redis) and caches; keeps .venv.
+	@if test -x $(BIN)/bulwark; then $(BIN)/bulwark stack clean; else rm -rf var; fi
+	rm -rf bench/results .pytest_cache

@@ -66,6 +66,52 @@ def stack_down(home: str | None) -> None:
         click.echo("no local stack is running", err=True)
 
 
+@stack.command("clean")
+@click.option("--home", default=None, help="State folder (default $BULWARK_HOME or ./var).")
+def stack_clean(home: str | None) -> None:
+    """Forget the local stack's state: its folder (artifacts, model repository, broker storage, keys) and its
+    keys in the Redis it used (only those under this stack's prefix). The stack must be stopped first.
+
+    Both go together: a registry left in Redis would name versions whose artifacts are gone."""
+    import shutil
+
+    import redis
+
+    from bulwark.cli.main import cli_settings
+    from bulwark.stack.supervisor import running
+
+    layout = _layout(home)
+    if running(layout):
+        fail("the local stack is running; stop it first (`make down`), then clean")
+    env_file = layout.home / "stack" / "stack.env"
+    url = next((line.split("=", 1)[1] for line in (env_file.read_text().splitlines() if env_file.exists() else [])
+                if line.startswith("REDIS_URL=")), None)
+    prefix = cli_settings().redis_prefix
+    removed = 0
+    if url:
+        try:
+            client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+            for batch in _batched(client.scan_iter(match=f"{prefix}:*", count=1000), 1000):
+                removed += client.unlink(*batch)
+        except (redis.RedisError, OSError):
+            click.echo(f"Redis at {url.split('@')[-1]} did not answer: its '{prefix}:' keys are left (a Redis the "
+                       "stack started itself kept nothing on disk)", err=True)
+    if layout.home.exists():
+        shutil.rmtree(layout.home)
+    click.echo(f"removed {layout.home} and {removed} Redis key(s) under '{prefix}:'", err=True)
+
+
+def _batched(items, n: int):  # noqa: ANN001, ANN202 - an iterator of lists
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 @stack.command("ps")
 @click.option("--home", default=None, help="State folder (default $BULWARK_HOME or ./var).")
 def stack_ps(home: str | None) -> None:
