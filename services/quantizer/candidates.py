@@ -143,8 +143,9 @@ def _dynamic(module: nn.Module, *, per_row: bool = True) -> tuple[nn.Module, dic
         spec[name] = tq.float_qparams_weight_only_qconfig
     with _quiet():
         quantized = tq.quantize_dynamic(module, spec, dtype=torch.qint8)
+    scales = "per row" if per_row else "per tensor"
     return quantized.eval(), {"int8_linear_layers": linear, "fused_linear_relu": fused,
-                              "int8_embeddings": tables, "weight_scales": "per row" if per_row else "per tensor"}
+                              "int8_embeddings": tables, "weight_scales": scales}
 
 
 class DynamicInt8:

@@ -322,8 +322,8 @@ def test_bus_overlapped_acks_commit_a_batch_only_after_the_next_and_rewind_both_
 
     events = echo_events(30)
     echo.send(events)
-    loop = ConsumerLoop(EchoHandler(echo.topic_in, echo.topic_out), echo.settings, echo.redis, registry=registry(),
-                        dlq_cipher=FieldCipher(load_ring(RING_DLQ, echo.stack.keys_dir)),
+    loop = ConsumerLoop(EchoHandler(echo.topic_in, echo.topic_out), echo.settings, echo.redis,
+                        registry=registry(), dlq_cipher=FieldCipher(load_ring(RING_DLQ, echo.stack.keys_dir)),
                         bus=BusSettings(group_id=echo.group, max_batch=10, backoff_initial_s=0.05))
     loop._consumer.subscribe([echo.topic_in])
 

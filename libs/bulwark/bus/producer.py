@@ -41,9 +41,9 @@ def make_producer(settings: CommonSettings, *, client_id: str, linger_ms: int = 
     """A producer that waits for all in-sync replicas and never reorders a retried batch.
 
     The long linger is deliberate: every user of this producer flushes when its batch is done (the consumer
-    loop on a side thread, then waits for the acknowledgements before it commits), so records leave in one produce request per partition per batch instead of
-    many small ones. Each produce request is a storage write on the broker; on S3-backed storage, small
-    ones cost most of the broker's CPU."""
+    loop on a side thread, then waits for the acknowledgements before it commits), so records leave in one
+    produce request per partition per batch instead of many small ones. Each produce request is a storage
+    write on the broker; on S3-backed storage, small ones cost most of the broker's CPU."""
     return KafkaProducer(
         **kafka_client_config(settings, client_id=client_id),
         acks="all",
@@ -115,8 +115,9 @@ class EventProducer:
         for fut in pending:
             try:
                 fut.get(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception as exc:  # noqa: BLE001 - whatever failed the send, the output was not acknowledged
-                raise UnavailableError(f"broker did not acknowledge an output ({type(exc).__name__})") from None
+            except Exception as exc:  # noqa: BLE001 - whatever failed the send, it was not acknowledged
+                name = type(exc).__name__
+                raise UnavailableError(f"broker did not acknowledge an output ({name})") from None
         return len(pending)
 
     def flush(self, timeout_s: float = 30.0) -> int:

@@ -84,8 +84,8 @@ def stack_clean(home: str | None) -> None:
     if running(layout):
         fail("the local stack is running; stop it first (`make down`), then clean")
     env_file = layout.home / "stack" / "stack.env"
-    url = next((line.split("=", 1)[1] for line in (env_file.read_text().splitlines() if env_file.exists() else [])
-                if line.startswith("REDIS_URL=")), None)
+    lines = env_file.read_text().splitlines() if env_file.exists() else []
+    url = next((line.split("=", 1)[1] for line in lines if line.startswith("REDIS_URL=")), None)
     prefix = cli_settings().redis_prefix
     removed = 0
     if url:
@@ -94,8 +94,9 @@ def stack_clean(home: str | None) -> None:
             for batch in _batched(client.scan_iter(match=f"{prefix}:*", count=1000), 1000):
                 removed += client.unlink(*batch)
         except (redis.RedisError, OSError):
-            click.echo(f"Redis at {url.split('@')[-1]} did not answer: its '{prefix}:' keys are left (a Redis the "
-                       "stack started itself kept nothing on disk)", err=True)
+            where = url.split("@")[-1]
+            click.echo(f"Redis at {where} did not answer: its '{prefix}:' keys are left (a Redis the stack "
+                       "started itself kept nothing on disk)", err=True)
     if layout.home.exists():
         shutil.rmtree(layout.home)
     click.echo(f"removed {layout.home} and {removed} Redis key(s) under '{prefix}:'", err=True)
