@@ -129,11 +129,7 @@ class EventProducer:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
             raise UnavailableError(f"broker did not acknowledge outputs: {type(exc).__name__}") from None
-        for fut in pending:
-            if not fut.succeeded():
-                name = type(fut.exception).__name__ if fut.exception is not None else "timeout"
-                raise UnavailableError(f"broker did not acknowledge an output ({name})")
-        return len(pending)
+        return self.wait_for(pending, timeout_s=0.0)  # all done now: this reports any that failed
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush and close the underlying producer."""

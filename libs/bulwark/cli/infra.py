@@ -78,21 +78,21 @@ def stack_clean(home: str | None) -> None:
     import redis
 
     from bulwark.cli.main import cli_settings
-    from bulwark.stack.supervisor import running
+    from bulwark.stack.supervisor import load_env_file, running
 
     layout = _layout(home)
     if running(layout):
         fail("the local stack is running; stop it first (`make down`), then clean")
-    env_file = layout.home / "stack" / "stack.env"
-    lines = env_file.read_text().splitlines() if env_file.exists() else []
-    url = next((line.split("=", 1)[1] for line in lines if line.startswith("REDIS_URL=")), None)
+    url = load_env_file(layout.home).get("REDIS_URL")
     prefix = cli_settings().redis_prefix
     removed = 0
     if url:
         try:
             client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-            for batch in _batched(client.scan_iter(match=f"{prefix}:*", count=1000), 1000):
-                removed += client.unlink(*batch)
+            cursor = None
+            while cursor != 0:  # one SCAN page at a time, each page's keys unlinked together
+                cursor, keys = client.scan(cursor or 0, match=f"{prefix}:*", count=1000)
+                removed += client.unlink(*keys) if keys else 0
         except (redis.RedisError, OSError):
             where = url.split("@")[-1]
             click.echo(f"Redis at {where} did not answer: its '{prefix}:' keys are left (a Redis the stack "
@@ -100,17 +100,6 @@ def stack_clean(home: str | None) -> None:
     if layout.home.exists():
         shutil.rmtree(layout.home)
     click.echo(f"removed {layout.home} and {removed} Redis key(s) under '{prefix}:'", err=True)
-
-
-def _batched(items, n: int):  # noqa: ANN001, ANN202 - an iterator of lists
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 @stack.command("ps")
