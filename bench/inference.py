@@ -5,7 +5,10 @@
 - cached against uncached responses through the front door (target >= 5x faster);
 - throughput at 16 concurrent clients (dynamic batching in Triton) against the batch-1 rate of one client
   (target >= 3x), through the front door and on Triton alone;
-- perf_analyzer's figures for Triton alone at concurrency 1 and 16, beside ours.
+- perf_analyzer's figures for Triton alone at concurrency 1 and 16, beside ours;
+- the floors under the first two targets: a health check through the door's own gRPC server (the extra
+  hop every front door adds, with no logic) and one Redis round trip. The door's overhead can get no lower
+  than their sum, and no cache in this door can beat (hop + Triton) / hop, printed as the cache ceiling.
 
 Clients run in this process (one gRPC channel, futures for concurrency), so the two cores of a small machine
 are shared between the load generator, the front door and Triton: ratios, not absolute rates, are the figures.
@@ -26,6 +29,8 @@ import torch
 
 from _common import Row, progress, save
 from _models import train_version
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from bulwark.api.v1 import inference_pb2, inference_pb2_grpc
 from bulwark.crypto import load_verifier
 from bulwark.grpc_client import to_values
@@ -37,6 +42,7 @@ from bulwark.testing.services import ServiceProcess
 from bulwark.testing.stack import TestStack, topic_env
 from bulwark.triton.client import TritonClient
 from bulwark.versions import VersionCatalog
+from services.inference import servicer as inference_servicer
 from tests.integration.helpers import deploy
 
 FIELDS = NUMERIC_FIELDS + CATEGORICAL_FIELDS + FLAG_FIELDS
@@ -175,16 +181,39 @@ def main() -> None:
             sample = stub.Predict(req(fresh[0]), timeout=10)
             assert sample.cached, "the repeat was not served from the cache"
 
+            # --- the floor under both targets: the door's own gRPC server answering its cheapest call (a
+            # health check: the same server, interceptors and channel as Predict, no logic), and one Redis
+            # round trip
+            progress("floors: a health check through the door, a Redis round trip")
+            health_stub = health_pb2_grpc.HealthStub(channel)
+            check = health_pb2.HealthCheckRequest(service=inference_servicer.SERVICE_NAME)
+            timed(lambda _: health_stub.Check(check, timeout=10), range(100))
+            t_hop = timed(lambda _: health_stub.Check(check, timeout=10), range(args.requests))
+            rclient = make_redis(settings)
+            probe = [RedisKeys(settings.redis_prefix).prediction_cache(model, str(outcome.version), "0" * 32)]
+            t_redis = timed(lambda _: rclient.pipeline(transaction=False).mget(probe).execute(),
+                            range(args.requests))
+
             overhead = p50_ms(t_door) - p50_ms(t_triton)
+            floor = p50_ms(t_hop) + p50_ms(t_redis)
+            # A cache that cost nothing still pays the hop to the door: no cache in this door can beat this.
+            ceiling = (p50_ms(t_hop) + p50_ms(t_triton)) / p50_ms(t_hop)
             rows += [
                 Row("inference", "direct torch call p50", p50_ms(t_torch), "ms", "in-process TorchScript"),
                 Row("inference", "direct Triton p50 (batch 1)", p50_ms(t_triton), "ms", "tritonclient gRPC"),
                 Row("inference", "front door p50, uncached", p50_ms(t_door), "ms", "incl. guard, cache miss, log"),
                 Row("inference", "front door overhead over Triton p50", overhead, "ms", "direct Triton", "<= 1 ms",
                     overhead <= 1.0),
+                Row("inference", "floor: health check through the door p50", p50_ms(t_hop), "ms",
+                    "same server, no logic"),
+                Row("inference", "floor: one Redis pipeline round trip p50", p50_ms(t_redis), "ms", "MGET"),
+                Row("inference", "front door logic beyond the floor", overhead - floor, "ms",
+                    "overhead - floors"),
                 Row("inference", "front door p50, cached", p50_ms(t_cached), "ms", "Redis hit"),
                 Row("inference", "cache speedup (p50)", p50_ms(t_door) / p50_ms(t_cached), "x", "uncached",
                     ">= 5x", p50_ms(t_door) / p50_ms(t_cached) >= 5),
+                Row("inference", "cache speedup ceiling (a free cache)", ceiling, "x",
+                    "(hop + Triton) / hop"),
             ]
 
             # --- throughput: 1 client at batch 1 vs 16 concurrent clients (Triton batches dynamically)
