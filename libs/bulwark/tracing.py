@@ -218,8 +218,8 @@ _INSTRUMENTED = False
 def instrument_libraries() -> list[str]:
     """Turn on OpenTelemetry's gRPC (server and client) and Redis instrumentations, once per process.
 
-    gRPC: server spans continue the caller's context from the metadata, client spans (to Triton and
-    between Bulwark services) inject it. Redis: one span per command, statements sanitized to
+    gRPC: server spans continue the caller's context from the metadata, client spans (between Bulwark
+    services) inject it; `TritonClient.infer` suppresses its duplicate client span and injects by hand. Redis: one span per command, statements sanitized to
     `COMMAND ? ?` by the instrumentation, so no key or value reaches a span. Kafka is traced by the
     consumer loop and `event_headers` (the kafka-python instrumentation cannot see `poll()`).
     Returns the names of the instrumentations that are on.
