@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from bulwark.bus import Context, Output
 from bulwark.crypto.subjects import SubjectCipher
@@ -35,8 +35,23 @@ class AnonymizerHandler:
         self._out_topic = settings.topics.events_clean
         self._registry = registry
         self._pseudonymizer = pseudonymizer
+        self._subjects = subjects
         kit = OperatorKit(pseudonymizer, subjects, build_scanner(policy))
         self._plans = {name: EventPlan(name, ep, kit, policy.version) for name, ep in policy.event_types.items()}
+
+    def prepare(self, events: Sequence[Envelope]) -> None:
+        """Fetch (or create) the subject keys of a polled batch in two Redis round trips, not one or two per
+        new subject; an event this skips (bad subject, Redis unreachable) meets its problem in `handle`."""
+        subjects = []
+        for event in events:
+            plan = self._plans.get(event.type)
+            value = event.payload.get(plan.subject_field) if plan is not None and plan.encrypts else None
+            if isinstance(value, str) and value:
+                subjects.append(self._pseudonymizer.token(value, domain="subject"))
+        try:
+            self._subjects.prefetch(subjects)
+        except BulwarkError:
+            pass
 
     def handle(self, event: Envelope, ctx: Context) -> Iterable[Output]:
         """Anonymize one event; content problems raise non-retryable errors (dead-lettered)."""

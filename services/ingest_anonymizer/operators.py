@@ -250,6 +250,7 @@ class EventPlan:
         self.default_drop = policy.default_action == "drop"
         self.policy_version = policy_version
         self._ops = {field: kit.compile(self.output_type, field, rule) for field, rule in policy.fields.items()}
+        self.encrypts = any(isinstance(rule, EncryptRule) for rule in policy.fields.values())
 
     def apply(self, payload: dict[str, Any], subject: str) -> dict[str, Any]:
         """The clean payload (with an `anonymization` summary of counts only)."""

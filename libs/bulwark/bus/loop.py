@@ -35,6 +35,7 @@ import redis
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import Field
 
@@ -124,7 +125,10 @@ class Handler(Protocol):
     """What a service implements: its name, the topics it reads, and what one event produces.
 
     A handler may also define `tick() -> Iterable[Output]`, called after every poll (even an empty one),
-    for time-based work such as a training schedule.
+    for time-based work such as a training schedule, and `prepare(events)`, called once per polled batch
+    with the decoded events about to be handled, to fetch in bulk what `handle` would otherwise fetch one
+    event at a time. `prepare` is an optimisation only: it must not raise, and `handle` meets any problem
+    it skipped.
     """
 
     name: str
@@ -166,6 +170,7 @@ class ConsumerLoop:
                  consumer: KafkaConsumer | None = None, producer: EventProducer | None = None,
                  tracer_: trace.Tracer | None = None) -> None:
         self.handler = handler
+        self._prepare = getattr(handler, "prepare", None)
         self.settings = settings
         self.redis = client
         self.registry = registry
@@ -293,6 +298,11 @@ class ConsumerLoop:
         finished: list[_Item] = []
         marks: list[str] = []
         failure: BulwarkError | None = None
+        if self._prepare is not None:
+            fresh = [i.event for i in items if i.event is not None and i.idem_id not in seen]
+            if fresh:
+                with suppress_instrumentation():  # batch work belongs to no one event's trace
+                    self._prepare(fresh)
         for item in items:
             if self._stop.is_set() and finished:
                 break  # SIGTERM: finish and commit what is in hand, leave the rest for the next owner
