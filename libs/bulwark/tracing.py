@@ -219,8 +219,10 @@ def instrument_libraries() -> list[str]:
     """Turn on OpenTelemetry's gRPC (server and client) and Redis instrumentations, once per process.
 
     gRPC: server spans continue the caller's context from the metadata, client spans (between Bulwark
-    services) inject it; `TritonClient.infer` suppresses its duplicate client span and injects by hand. Redis: one span per command, statements sanitized to
-    `COMMAND ? ?` by the instrumentation, so no key or value reaches a span. Kafka is traced by the
+    services) inject it; `TritonClient.infer` suppresses its duplicate client span and injects by hand
+    (the front door likewise suppresses the Redis span of its per-request lookup). Redis: one span per
+    command, statements sanitized to `COMMAND ? ?` by the instrumentation, so no key or value reaches a
+    span. Kafka is traced by the
     consumer loop and `event_headers` (the kafka-python instrumentation cannot see `poll()`).
     Returns the names of the instrumentations that are on.
     """
