@@ -21,11 +21,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from bulwark.errors import GRPC_STATUS, BulwarkError
+from bulwark.redis_client import OUTAGES, outage
 
 log = logging.getLogger(__name__)
 
 
 def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+    if isinstance(exc, OUTAGES):
+        exc = outage(method, exc)
     if isinstance(exc, BulwarkError):
         context.abort(exc.grpc_status, f"{exc.reason.value}: {exc.message}")
     log.error("unhandled error method=%s exception=%s\n%s", method, type(exc).__name__,

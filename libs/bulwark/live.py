@@ -116,25 +116,31 @@ class LiveReader:
 def write_live(client: redis.Redis, keys: RedisKeys, state: LiveState) -> LiveState:
     """Replace a model's state atomically, bumping its epoch (the updater's only write path)."""
     key = keys.live(state.model)
-    with client.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                pipe.watch(key)
-                current = pipe.hget(key, "epoch")
-                state.epoch = (json.loads(current) if current else 0) + 1
-                state.updated_at = time.time()
-                pipe.multi()
-                pipe.delete(key)
-                pipe.hset(key, mapping=state.to_redis())
-                pipe.execute()
-                return state
-            except redis.WatchError:
-                continue
+    try:
+        with client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    current = pipe.hget(key, "epoch")
+                    state.epoch = (json.loads(current) if current else 0) + 1
+                    state.updated_at = time.time()
+                    pipe.multi()
+                    pipe.delete(key)
+                    pipe.hset(key, mapping=state.to_redis())
+                    pipe.execute()
+                    return state
+                except redis.WatchError:
+                    continue
+    except redis.RedisError as exc:
+        raise UnavailableError(f"Redis unreachable for the live version ({type(exc).__name__})") from None
 
 
 def read_live(client: redis.Redis, keys: RedisKeys, model: str) -> LiveState | None:
     """The model's state, or None if never deployed (no cache)."""
-    raw = client.hgetall(keys.live(model))
+    try:
+        raw = client.hgetall(keys.live(model))
+    except redis.RedisError as exc:
+        raise UnavailableError(f"Redis unreachable for the live version ({type(exc).__name__})") from None
     return LiveState.from_redis(model, raw) if raw else None
 
 

@@ -11,6 +11,17 @@ import redis
 from bulwark.errors import UnavailableError
 from bulwark.settings import CommonSettings
 
+# Redis out of reach (connection refused or reset, a timeout, a restarted server still loading its data): the
+# errors that say a dependency is down, not that a request or an event is wrong. Code that talks to Redis
+# raises `UnavailableError` for them; where a raw one still escapes, the consumer loop retries the batch and
+# the gRPC layer answers UNAVAILABLE, through `outage`.
+OUTAGES = (redis.ConnectionError, redis.TimeoutError)
+
+
+def outage(who: str, exc: BaseException) -> UnavailableError:
+    """The `UnavailableError` for a raw Redis outage `exc` met by `who`."""
+    return UnavailableError(f"{who}: Redis unreachable ({type(exc).__name__}); retry with backoff")
+
 
 def make_redis(settings: CommonSettings, *, timeout_s: float = 2.0, decode: bool = False) -> redis.Redis:
     """A Redis client for `settings.redis_url` (password and TLS options applied)."""

@@ -9,6 +9,7 @@ from typing import Iterator
 
 import orjson
 import pytest
+import redis
 from kafka import KafkaAdminClient, KafkaProducer
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -311,6 +312,72 @@ def test_bus_runs_handler_ticks_at_their_interval_not_at_every_poll(stack: TestS
     elapsed = time.monotonic() - started
     assert handler.ticks <= elapsed / 0.2 + 1  # at most one per interval, the first at once
     assert handler.ticks >= 5 and polls >= 3 * handler.ticks
+
+
+class _RedisOutage:
+    """A handler whose own Redis calls meet an outage, as a restarted Redis gives: the first two ticks find it
+    still loading its data, and the first attempt at every event finds the connection refused."""
+
+    name = "outage"
+    event_types = None
+
+    def __init__(self, topic: str) -> None:
+        self.topics = [topic]
+        self.refused: set[str] = set()
+        self.handled: list[str] = []
+        self.ticks = 0
+
+    def handle(self, event, ctx):  # noqa: ANN001, ANN201
+        if event.id not in self.refused:
+            self.refused.add(event.id)
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        self.handled.append(event.id)
+        return []
+
+    def tick(self) -> list:
+        self.ticks += 1
+        if self.ticks <= 2:
+            raise redis.BusyLoadingError("Redis is loading the dataset in memory")
+        return []
+
+
+def test_bus_redis_outage_inside_a_handler_is_retried_never_dead_lettered_nor_fatal(stack: TestStack) -> None:
+    # The updater once died on a Redis restart: a raw Redis call in its periodic work raised through the loop.
+    # The loop treats a handler's Redis outage as a dependency's, as it does an `UnavailableError`.
+    from bulwark.bus.reader import read_topic
+    from tests.integration.echo_service import registry as echo_registry
+
+    topic, dlq = stack.topic("outage-in"), stack.topic("outage-dlq")
+    settings = stack.settings(redis_prefix="ro" + uuid.uuid4().hex[:8], topic_events_dlq=dlq)
+    events = echo_events(12)
+    producer = KafkaProducer(**kafka_client_config(settings, client_id="test"))
+    for e in events:
+        producer.send(topic, e.encode(), key=e.key, headers=[(t.H_ENVELOPE_VERSION, b"1")])
+    producer.flush()
+    producer.close()
+    handler = _RedisOutage(topic)
+    loop = ConsumerLoop(handler, settings, make_redis(settings), registry=echo_registry(),
+                        dlq_cipher=FieldCipher(load_ring(RING_DLQ, stack.keys_dir)),
+                        bus=BusSettings(group_id=stack.group("outage"), poll_timeout_ms=50,
+                                        tick_interval_ms=0, backoff_initial_s=0.05, backoff_max_s=0.2))
+    loop._consumer.subscribe(handler.topics)
+    statuses = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(set(handler.handled)) < len(events) and time.monotonic() < deadline:
+            loop.run_once()  # raises nothing
+            statuses.append((loop.stats.status, loop.stats.detail))
+        for _ in range(3):
+            loop.run_once()
+        statuses.append((loop.stats.status, loop.stats.detail))
+    finally:
+        loop.close()
+    assert sorted(handler.handled) == sorted(e.id for e in events)  # each handled, and once
+    assert handler.ticks > 2 and loop.stats.retries >= 2
+    degraded = [detail for status, detail in statuses if status == "degraded"]
+    assert degraded and all("Redis unreachable" in d for d in degraded), statuses
+    assert statuses[-1] == ("running", ""), statuses
+    assert list(read_topic(settings, dlq, idle_ms=300)) == []
 
 
 def test_bus_overlapped_acks_commit_a_batch_only_after_the_next_and_rewind_both_when_acks_fail(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -22,6 +23,8 @@ class _Servicer(inference_pb2_grpc.InferenceServiceServicer):
             raise InvalidArgumentError("features.amount: expected a number")
         if request.model == "down":
             raise UnavailableError("Triton is unreachable at 127.0.0.1:1")
+        if request.model == "redis-restarting":  # a raw client error from a servicer's own Redis call
+            raise redis.BusyLoadingError("Redis is loading the dataset in memory")
         if request.model == "crash":
             raise RuntimeError("secret value alice@example.com")
         if request.model == "limit":
@@ -47,6 +50,7 @@ def channel():
         ("bad", grpc.StatusCode.INVALID_ARGUMENT, "features.amount"),
         ("down", grpc.StatusCode.UNAVAILABLE, "Triton is unreachable"),
         ("limit", grpc.StatusCode.RESOURCE_EXHAUSTED, "limit of 1000"),
+        ("redis-restarting", grpc.StatusCode.UNAVAILABLE, "Redis unreachable (BusyLoadingError); retry"),
         ("crash", grpc.StatusCode.INTERNAL, "has been logged"),
     ],
 )

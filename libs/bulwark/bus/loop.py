@@ -47,6 +47,7 @@ from bulwark.crypto.aead import FieldCipher
 from bulwark.errors import BulwarkError, Reason, UnavailableError
 from bulwark.events import DecodeError, Envelope, EventTypeRegistry, decode
 from bulwark.health import DwellWindow, ServiceStats
+from bulwark.redis_client import OUTAGES, outage
 from bulwark.redis_keys import RedisKeys
 from bulwark.settings import CommonSettings, ServiceSettings
 from bulwark.tracing import extract_context, tracer
@@ -379,6 +380,9 @@ class ConsumerLoop:
                     raise
                 self._reject(span, item, exc, stage="handle", exception=type(exc).__name__)
                 return
+            except OUTAGES as exc:  # Redis down or restarting: retried, never dead-lettered
+                span.set_status(Status(StatusCode.ERROR, Reason.UNAVAILABLE.value))
+                raise outage(self.handler.name, exc) from None
             except Exception as exc:  # an unexpected handler bug dead-letters the event, never the loop
                 # Only the exception class and stack frames are logged: messages may hold personal values.
                 log.error("handler failed service=%s event_id=%s exception=%s\n%s", self.handler.name, event.id,
@@ -557,6 +561,9 @@ class ConsumerLoop:
             if not exc.retryable:
                 raise
             self._fail(exc)
+            return False
+        except OUTAGES as exc:  # the loop, and with it the service, outlives a Redis restart
+            self._fail(outage(self.handler.name, exc))
             return False
         return True
 
