@@ -130,18 +130,22 @@ def main() -> None:
             crossed = None
             if rollback is not None:
                 # When did the evidence first break a bound? Replay the logged records from the rollout's
-                # start, in time order, through the updater's own counting and rule (on scratch keys).
+                # start through the updater's own counting and rule (on scratch keys), in the order the
+                # updater reads them: log order (one model's records share a partition). Shadow copies are
+                # logged from several threads, so log order is not quite time order; the evidence was all
+                # there at the latest timestamp among the records replayed when the bound breaks.
                 started = min(ts for ts, p in deployed if ts >= t1)
                 replay = SignalStore(make_redis(settings), RedisKeys(f"{prefix}-replay"))
-                records = sorted(((rec.timestamp / 1000, e.payload) for rec, e in
-                                  read_topic(settings, settings.topics.inference_log)
-                                  if e and e.type == "inference.record" and rec.timestamp / 1000 >= started),
-                                 key=lambda r: r[0])
+                records = [(rec.timestamp / 1000, e.payload) for rec, e in
+                           read_topic(settings, settings.topics.inference_log)
+                           if e and e.type == "inference.record" and rec.timestamp / 1000 >= started]
+                evidence_at = started
                 for ts, p in records:
+                    evidence_at = max(evidence_at, ts)
                     replay.observe(p, 1)
                     if assess(policy, replay.read(model, worse.version, 1),
                               replay.read(model, better.version, 1)).regression:
-                        crossed = ts
+                        crossed = evidence_at
                         break
             to_rollback = (rollback[0] - crossed) if (rollback and crossed) else float("nan")
             bound = rollback[1].removeprefix("regression: ").split(" ")[0] if rollback else "none"
