@@ -95,13 +95,9 @@ class LiveReader:
         hit = self._cache.get(model)
         if hit is not None and now - hit[0] < self._ttl:
             return hit[1]
-        try:
-            raw = self._redis.hgetall(self._keys.live(model))
-        except redis.RedisError as exc:
-            raise UnavailableError(f"Redis unreachable for the live version ({type(exc).__name__})") from None
-        if not raw:
+        state = read_live(self._redis, self._keys, model)
+        if state is None:
             raise NotFoundError(f"model {model!r} is not deployed; list models with `bulwark models list`")
-        state = LiveState.from_redis(model, raw)
         self._cache[model] = (now, state)
         return state
 
@@ -132,7 +128,7 @@ def write_live(client: redis.Redis, keys: RedisKeys, state: LiveState) -> LiveSt
                 except redis.WatchError:
                     continue
     except redis.RedisError as exc:
-        raise UnavailableError(f"Redis unreachable for the live version ({type(exc).__name__})") from None
+        raise _unreachable(exc) from None
 
 
 def read_live(client: redis.Redis, keys: RedisKeys, model: str) -> LiveState | None:
@@ -140,8 +136,12 @@ def read_live(client: redis.Redis, keys: RedisKeys, model: str) -> LiveState | N
     try:
         raw = client.hgetall(keys.live(model))
     except redis.RedisError as exc:
-        raise UnavailableError(f"Redis unreachable for the live version ({type(exc).__name__})") from None
+        raise _unreachable(exc) from None
     return LiveState.from_redis(model, raw) if raw else None
+
+
+def _unreachable(exc: redis.RedisError) -> UnavailableError:
+    return UnavailableError(f"Redis unreachable for the live version ({type(exc).__name__})")
 
 
 def as_dict(state: LiveState) -> dict[str, Any]:
