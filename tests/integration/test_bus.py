@@ -341,24 +341,18 @@ class _RedisOutage:
         return []
 
 
-def test_bus_redis_outage_inside_a_handler_is_retried_never_dead_lettered_nor_fatal(stack: TestStack) -> None:
+def test_bus_redis_outage_inside_a_handler_is_retried_never_dead_lettered_nor_fatal(echo: Echo) -> None:
     # The updater once died on a Redis restart: a raw Redis call in its periodic work raised through the loop.
     # The loop treats a handler's Redis outage as a dependency's, as it does an `UnavailableError`.
     from bulwark.bus.reader import read_topic
     from tests.integration.echo_service import registry as echo_registry
 
-    topic, dlq = stack.topic("outage-in"), stack.topic("outage-dlq")
-    settings = stack.settings(redis_prefix="ro" + uuid.uuid4().hex[:8], topic_events_dlq=dlq)
     events = echo_events(12)
-    producer = KafkaProducer(**kafka_client_config(settings, client_id="test"))
-    for e in events:
-        producer.send(topic, e.encode(), key=e.key, headers=[(t.H_ENVELOPE_VERSION, b"1")])
-    producer.flush()
-    producer.close()
-    handler = _RedisOutage(topic)
-    loop = ConsumerLoop(handler, settings, make_redis(settings), registry=echo_registry(),
-                        dlq_cipher=FieldCipher(load_ring(RING_DLQ, stack.keys_dir)),
-                        bus=BusSettings(group_id=stack.group("outage"), poll_timeout_ms=50,
+    echo.send(events)
+    handler = _RedisOutage(echo.topic_in)
+    loop = ConsumerLoop(handler, echo.settings, echo.redis, registry=echo_registry(),
+                        dlq_cipher=FieldCipher(load_ring(RING_DLQ, echo.stack.keys_dir)),
+                        bus=BusSettings(group_id=echo.group, poll_timeout_ms=50,
                                         tick_interval_ms=0, backoff_initial_s=0.05, backoff_max_s=0.2))
     loop._consumer.subscribe(handler.topics)
     statuses = []
@@ -377,7 +371,7 @@ def test_bus_redis_outage_inside_a_handler_is_retried_never_dead_lettered_nor_fa
     degraded = [detail for status, detail in statuses if status == "degraded"]
     assert degraded and all("Redis unreachable" in d for d in degraded), statuses
     assert statuses[-1] == ("running", ""), statuses
-    assert list(read_topic(settings, dlq, idle_ms=300)) == []
+    assert list(read_topic(echo.settings, echo.dlq, idle_ms=300)) == []
 
 
 def test_bus_overlapped_acks_commit_a_batch_only_after_the_next_and_rewind_both_when_acks_fail(
