@@ -19,6 +19,7 @@ from bulwark.guard.policy import load_guard_policy
 from bulwark.guard.settings import GuardSettings
 from services.inference.alerts import FlagAlerts
 from services.inference.dataplane import SERVICE, InferenceDataPlane
+from services.inference.meters import DoorMeters
 from services.inference.servicer import SERVICE_NAME, InferenceServicer
 from services.inference.settings import InferenceSettings
 
@@ -45,7 +46,8 @@ def main() -> None:
             extraction = ExtractionDefence(policy.extraction, rt.redis, rt.keys, on_alert=lambda e: producer.send_nowait(
                 Output(settings.topics.alerts, e)))
     plane = InferenceDataPlane(settings, own, rt.redis, triton, catalog,
-                               LiveReader(rt.redis, rt.keys, ttl_s=own.live_cache_s), producer, guard, extraction)
+                               LiveReader(rt.redis, rt.keys, ttl_s=own.live_cache_s), producer, guard, extraction,
+                               DoorMeters(SERVICE, settings.instance_id, rt.stats))
     auth = AuthInterceptor(load_credentials(settings.keys_path), METHOD_SCOPES, required=settings.auth_required)
     server = build_server(port=own.port, host=own.host, service_names=[SERVICE_NAME], max_workers=own.threads,
                           register=[(inference_pb2_grpc.add_InferenceServiceServicer_to_server,

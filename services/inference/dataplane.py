@@ -38,6 +38,7 @@ from bulwark.tracing import background_thread, tracer
 from bulwark.triton.client import TritonClient
 from bulwark.versions import ServedVersion, VersionCatalog
 from services.inference.coalesce import Call, Coalescer
+from services.inference.meters import DoorMeters
 from services.inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,8 @@ class InferenceDataPlane:
 
     def __init__(self, settings: CommonSettings, own: InferenceSettings, client: redis.Redis, triton: TritonClient,
                  catalog: VersionCatalog, live: LiveReader, producer: EventProducer | None,
-                 guard: OnlineGuard | NoGuard | None = None, extraction: ExtractionDefence | None = None) -> None:
+                 guard: OnlineGuard | NoGuard | None = None, extraction: ExtractionDefence | None = None,
+                 meters: DoorMeters | None = None) -> None:
         self.settings = settings
         self.own = own
         self.redis = client
@@ -133,6 +135,7 @@ class InferenceDataPlane:
         self.guard = guard or NoGuard()
         self.extraction = extraction
         self._producer = producer
+        self._meters = meters
         self._scanner = TextScanner()
         self._shadow_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shadow")
         self._cache_writer = CacheWriter(self.redis, self.own.cache_ttl_s)
@@ -191,7 +194,10 @@ class InferenceDataPlane:
                 results[i] = exc
         for (model, version), items in groups.items():
             self._serve_group(model, version, items, results, started, deadline_s, idents)
-        return [r if r is not None else BulwarkError(Reason.INTERNAL, "no result") for r in results]
+        out = [r if r is not None else BulwarkError(Reason.INTERNAL, "no result") for r in results]
+        if self._meters is not None:
+            self._meters.record([r.model for r in reqs], out)
+        return out
 
     # ------------------------------------------------------------------ steps
     @staticmethod

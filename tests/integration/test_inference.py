@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -206,6 +207,66 @@ def test_inference_log_records_are_pseudonymous(door: FrontDoor) -> None:
     p = record.payload
     assert p["version"] == door.v1.version and set(p["features"]) >= {"amount", "country"}
     assert "customer-42" not in str(p) and not set(PERSONAL_FIELDS) & set(p["features"])
+
+
+def prediction_series(path: Path) -> dict[tuple, float]:
+    """The newest export's `bulwark.predictions` series: sorted (key, value) attribute pairs -> count."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    out: dict[tuple, float] = {}
+    for rm in json.loads(lines[-1])["resourceMetrics"] if lines else []:
+        for sm in rm["scopeMetrics"]:
+            for m in sm["metrics"]:
+                if m["name"] == "bulwark.predictions":
+                    for dp in m["sum"]["dataPoints"]:
+                        attrs = tuple(sorted((a["key"], next(iter(a["value"].values()))) for a in dp["attributes"]))
+                        out[attrs] = float(dp["asInt"])
+    return out
+
+
+def test_predictions_are_counted_by_outcome_in_metrics_and_the_heartbeat(door: FrontDoor, tmp_path: Path) -> None:
+    # A door of its own, exporting metrics to a file every half second, so the counts are this test's alone.
+    home = tmp_path / "home"
+    svc, channel = door.start(BULWARK_TRACES_SINK="file", BULWARK_HOME=str(home), OTEL_METRIC_EXPORT_INTERVAL="500")
+    try:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        req = inference_pb2.PredictRequest(model=door.model, features=features(PAYLOADS[40]), client_key="m-1")
+        # A fresh cache key: another door of this module may have answered PAYLOADS[40] already.
+        req.features["amount"].number += 0.123
+        misses, hits = 1, 0
+        assert not stub.Predict(req, timeout=10).cached
+        for _ in range(40):  # the cache is written a moment after the answer
+            if stub.Predict(req, timeout=10).cached:
+                hits = 1
+                break
+            misses += 1
+            time.sleep(0.05)
+        assert hits == 1, "the repeat was never served from the cache"
+        bad = inference_pb2.PredictRequest(model="no-such-" + uuid.uuid4().hex[:6], features=features(PAYLOADS[40]))
+        with pytest.raises(grpc.RpcError):
+            stub.Predict(bad, timeout=10)
+        path = home / "metrics" / "inference.jsonl"
+        want = {("ok", False): misses, ("ok", True): hits, ("NOT_FOUND", None): 1}
+        seen: dict = {}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and seen != want:
+            series = prediction_series(path)
+            seen = {(dict(k)["bulwark.outcome"], dict(k).get("bulwark.cached")): v for k, v in series.items()}
+            time.sleep(0.3)
+        assert seen == want
+        for attrs in series:
+            a = dict(attrs)
+            # The made-up model name never becomes a series; answers name the model they came from.
+            assert bad.model not in a.values() and (a["bulwark.outcome"] != "ok" or a["bulwark.model"] == door.model)
+        # The heartbeat (`bulwark status`, the doctor) counts the same answers; it beats on its own clock.
+        key, handled = RedisKeys(door.prefix).heartbeat("inference", svc.instance), -1
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and handled != misses + hits:
+            handled = int(make_redis(door.settings, decode=True).hget(key, "handled") or 0)
+            time.sleep(0.3)
+        assert handled == misses + hits
+    finally:
+        channel.close()
+        svc.terminate()
 
 
 def test_new_version_goes_live_without_a_failed_request(door: FrontDoor) -> None:
