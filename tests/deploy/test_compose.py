@@ -171,13 +171,19 @@ def test_compose_volumes_shared_where_the_chart_shares_them(compose: dict[str, A
         assert mounts(entry.name)["keys"] == "keys:/run/bulwark/keys:ro", entry.name
 
 
-def test_compose_otel_collector_config_exports_to_jaeger_and_span_topic(compose: dict[str, Any]) -> None:
+def test_compose_otel_collector_config_exports_traces_and_metrics(compose: dict[str, Any]) -> None:
     collector = compose["services"]["otel-collector"]
     source = collector["volumes"][0].split(":")[0]
     config = yaml.safe_load((ROOT / source).read_text())
-    pipeline = config["service"]["pipelines"]["traces"]
-    assert set(pipeline["exporters"]) <= set(config["exporters"])
-    assert set(pipeline["receivers"]) <= set(config["receivers"])
+    # Every service exports traces and metrics over OTLP: each signal needs a pipeline, or the receiver
+    # answers its exports UNIMPLEMENTED.
+    for signal in ("traces", "metrics"):
+        pipeline = config["service"]["pipelines"][signal]
+        assert pipeline["receivers"] == ["otlp"]
+        assert set(pipeline["exporters"]) <= set(config["exporters"])
+        assert set(pipeline["processors"]) <= set(config["processors"])
+    port = config["exporters"]["prometheus"]["endpoint"].rsplit(":", 1)[1]
+    assert f"{port}:{port}" in collector["ports"]
     assert config["exporters"]["kafka"]["traces"] == {"topic": topics.OTLP_SPANS, "encoding": "otlp_proto"}
     assert config["exporters"]["otlp/jaeger"]["endpoint"].startswith("jaeger:")
     assert compose["x-bulwark-env"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
