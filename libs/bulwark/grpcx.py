@@ -2,6 +2,7 @@
 
 - `grpc.health.v1` reports SERVING / NOT_SERVING per service (and "" for the whole server);
 - reflection lets a client that knows nothing of our protos list and call the services;
+- every call is timed in `rpc.server.duration`, by service, method and status code;
 - one interceptor turns `BulwarkError` into its status code (see `errors.GRPC_STATUS`) and any other
   exception into INTERNAL with a fixed message (the details go to the log without values);
 - optional TLS, with client certificates required for mutual TLS.
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from concurrent import futures
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import metrics
 
 from bulwark.errors import GRPC_STATUS, BulwarkError
 from bulwark.redis_client import OUTAGES, outage
@@ -69,19 +72,82 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                     _abort(context, exc, method)
             return wrapped
 
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), handler.request_deserializer,
-                                                       handler.response_serializer)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream),
-                                                        handler.request_deserializer, handler.response_serializer)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), handler.request_deserializer,
-                                                        handler.response_serializer)
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream),
-                                                         handler.request_deserializer, handler.response_serializer)
-        return handler
+        return _rewrap(handler, unary, streaming)
+
+
+def _rewrap(handler: grpc.RpcMethodHandler, unary: Callable[[Any], Any],
+            streaming: Callable[[Any], Any]) -> grpc.RpcMethodHandler:
+    """`handler` with its behaviour wrapped: `unary` for calls answering once, `streaming` for streams out."""
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), handler.request_deserializer,
+                                                   handler.response_serializer)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream),
+                                                    handler.request_deserializer, handler.response_serializer)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), handler.request_deserializer,
+                                                    handler.response_serializer)
+    if handler.stream_stream:
+        behaviour = streaming(handler.stream_stream)
+        return grpc.stream_stream_rpc_method_handler(behaviour, handler.request_deserializer,
+                                                     handler.response_serializer)
+    return handler
+
+
+RPC_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class RpcMetrics(grpc.ServerInterceptor):
+    """`rpc.server.duration` (histogram, ms) of every call, with the OpenTelemetry RPC attributes:
+    `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`. Outermost, so calls refused by
+    authentication are timed too; a stream is timed until its last message."""
+
+    def __init__(self, meter: metrics.Meter | None = None) -> None:
+        meter = meter or metrics.get_meter("bulwark.grpc")
+        self._duration = meter.create_histogram(
+            "rpc.server.duration", unit="ms", description="Duration of inbound gRPC calls",
+            explicit_bucket_boundaries_advisory=list(RPC_BUCKETS_MS))
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        service, _, name = details.method.lstrip("/").rpartition("/")
+        base = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+        def done(started: float, context: grpc.ServicerContext, ended: grpc.StatusCode) -> None:
+            # A status the call set (an abort, or an error the ErrorInterceptor mapped) wins over its ending.
+            code = context.code() or ended
+            if code is grpc.StatusCode.UNKNOWN and not context.is_active():
+                # It failed because the client went away: it cancelled, or its deadline passed.
+                left = context.time_remaining()
+                late = left is not None and left <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if late else grpc.StatusCode.CANCELLED
+            self._duration.record((time.perf_counter() - started) * 1000,
+                                  {**base, "rpc.grpc.status_code": code.value[0]})
+
+        def unary(fn: Callable[..., Any]) -> Callable[..., Any]:
+            def timed(request: Any, context: grpc.ServicerContext) -> Any:
+                started, ended = time.perf_counter(), grpc.StatusCode.UNKNOWN
+                try:
+                    out = fn(request, context)
+                    ended = grpc.StatusCode.OK
+                    return out
+                finally:
+                    done(started, context, ended)
+            return timed
+
+        def streaming(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+            def timed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                started, ended = time.perf_counter(), grpc.StatusCode.UNKNOWN
+                try:
+                    yield from fn(request, context)
+                    ended = grpc.StatusCode.OK
+                finally:
+                    done(started, context, ended)
+            return timed
+
+        return _rewrap(handler, unary, streaming)
 
 
 def _is_abort(exc: BaseException) -> bool:
@@ -141,15 +207,16 @@ def build_server(*, port: int, host: str = "0.0.0.0",
                  register: Iterable[tuple[Callable[[Any, grpc.Server], None], Any]],
                  service_names: Sequence[str], max_workers: int = 16, tls: TLSConfig | None = None,
                  interceptors: Sequence[grpc.ServerInterceptor] = (),
-                 options: Sequence[tuple[str, Any]] = ()) -> GrpcServer:
+                 options: Sequence[tuple[str, Any]] = (), meter: metrics.Meter | None = None) -> GrpcServer:
     """A gRPC server with `register`ed servicers, health checking, reflection and error mapping.
 
     `register` holds pairs of (add_XServicer_to_server, servicer); `service_names` are their full names
-    (e.g. "bulwark.api.v1.InferenceService"). Port 0 picks a free port (see `.port`).
+    (e.g. "bulwark.api.v1.InferenceService"). Port 0 picks a free port (see `.port`). Calls are timed on
+    `meter` (default: the service's global meter provider).
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[*interceptors, ErrorInterceptor()],
+        interceptors=[RpcMetrics(meter), *interceptors, ErrorInterceptor()],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024), *options],
     )
     for add, servicer in register:
