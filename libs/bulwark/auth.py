@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 import grpc
 
 from bulwark.crypto.keys import KeyMaterialError
+from bulwark.grpcx import rewrap_handler
 
 SCOPES = ("predict", "explain", "admin", "reveal")
 TOKENS_FILE = "tokens.json"
@@ -184,16 +185,4 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     _identity.reset(token)
             return wrapped
 
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), handler.request_deserializer,
-                                                       handler.response_serializer)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), handler.request_deserializer,
-                                                        handler.response_serializer)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream),
-                                                        handler.request_deserializer, handler.response_serializer)
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream),
-                                                         handler.request_deserializer, handler.response_serializer)
-        return handler
+        return rewrap_handler(handler, unary, streaming)

@@ -72,12 +72,13 @@ class ErrorInterceptor(grpc.ServerInterceptor):
                     _abort(context, exc, method)
             return wrapped
 
-        return _rewrap(handler, unary, streaming)
+        return rewrap_handler(handler, unary, streaming)
 
 
-def _rewrap(handler: grpc.RpcMethodHandler, unary: Callable[[Any], Any],
+def rewrap_handler(handler: grpc.RpcMethodHandler, unary: Callable[[Any], Any],
             streaming: Callable[[Any], Any]) -> grpc.RpcMethodHandler:
-    """`handler` with its behaviour wrapped: `unary` for calls answering once, `streaming` for streams out."""
+    """`handler` with its behaviour wrapped (for a server interceptor): `unary` for calls answering once,
+    `streaming` for calls streaming out."""
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), handler.request_deserializer,
                                                    handler.response_serializer)
@@ -147,7 +148,7 @@ class RpcMetrics(grpc.ServerInterceptor):
                     done(started, context, ended)
             return timed
 
-        return _rewrap(handler, unary, streaming)
+        return rewrap_handler(handler, unary, streaming)
 
 
 def _is_abort(exc: BaseException) -> bool:
