@@ -45,8 +45,8 @@ def main() -> None:
         if policy.extraction.enabled:
             extraction = ExtractionDefence(policy.extraction, rt.redis, rt.keys, on_alert=lambda e: producer.send_nowait(
                 Output(settings.topics.alerts, e)))
-    plane = InferenceDataPlane(settings, own, rt.redis, triton, catalog,
-                               LiveReader(rt.redis, rt.keys, ttl_s=own.live_cache_s), producer, guard, extraction,
+    live = LiveReader(rt.redis, rt.keys, ttl_s=own.live_cache_s)
+    plane = InferenceDataPlane(settings, own, rt.redis, triton, catalog, live, producer, guard, extraction,
                                DoorMeters(SERVICE, settings.instance_id, rt.stats))
     auth = AuthInterceptor(load_credentials(settings.keys_path), METHOD_SCOPES, required=settings.auth_required)
     server = build_server(port=own.port, host=own.host, service_names=[SERVICE_NAME], max_workers=own.threads,

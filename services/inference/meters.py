@@ -38,7 +38,7 @@ class DoorMeters:
         self._count = meter.create_counter("bulwark.predictions", unit="{prediction}",
                                            description="Predictions the front door finished, by outcome")
         self._duration = meter.create_histogram(
-            "bulwark.prediction.duration", unit="ms", description="Time from request to answer in the front door",
+            "bulwark.prediction.duration", unit="ms", description="Time to answer in the front door",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_MS))
         self._base = {"bulwark.service": service, "bulwark.instance": instance}
         self._stats = stats

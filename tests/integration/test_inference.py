@@ -218,18 +218,22 @@ def prediction_series(path: Path) -> dict[tuple, float]:
             for m in sm["metrics"]:
                 if m["name"] == "bulwark.predictions":
                     for dp in m["sum"]["dataPoints"]:
-                        attrs = tuple(sorted((a["key"], next(iter(a["value"].values()))) for a in dp["attributes"]))
+                        pairs = ((a["key"], next(iter(a["value"].values()))) for a in dp["attributes"])
+                        attrs = tuple(sorted(pairs))
                         out[attrs] = float(dp["asInt"])
     return out
 
 
-def test_predictions_are_counted_by_outcome_in_metrics_and_the_heartbeat(door: FrontDoor, tmp_path: Path) -> None:
+def test_predictions_are_counted_by_outcome_in_metrics_and_the_heartbeat(door: FrontDoor,
+                                                                         tmp_path: Path) -> None:
     # A door of its own, exporting metrics to a file every half second, so the counts are this test's alone.
     home = tmp_path / "home"
-    svc, channel = door.start(BULWARK_TRACES_SINK="file", BULWARK_HOME=str(home), OTEL_METRIC_EXPORT_INTERVAL="500")
+    svc, channel = door.start(BULWARK_TRACES_SINK="file", BULWARK_HOME=str(home),
+                              OTEL_METRIC_EXPORT_INTERVAL="500")
     try:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        req = inference_pb2.PredictRequest(model=door.model, features=features(PAYLOADS[40]), client_key="m-1")
+        req = inference_pb2.PredictRequest(model=door.model, features=features(PAYLOADS[40]),
+                                           client_key="m-1")
         # A fresh cache key: another door of this module may have answered PAYLOADS[40] already.
         req.features["amount"].number += 0.123
         misses, hits = 1, 0
@@ -241,7 +245,8 @@ def test_predictions_are_counted_by_outcome_in_metrics_and_the_heartbeat(door: F
             misses += 1
             time.sleep(0.05)
         assert hits == 1, "the repeat was never served from the cache"
-        bad = inference_pb2.PredictRequest(model="no-such-" + uuid.uuid4().hex[:6], features=features(PAYLOADS[40]))
+        bad = inference_pb2.PredictRequest(model="no-such-" + uuid.uuid4().hex[:6],
+                                           features=features(PAYLOADS[40]))
         with pytest.raises(grpc.RpcError):
             stub.Predict(bad, timeout=10)
         path = home / "metrics" / "inference.jsonl"
@@ -256,7 +261,8 @@ def test_predictions_are_counted_by_outcome_in_metrics_and_the_heartbeat(door: F
         for attrs in series:
             a = dict(attrs)
             # The made-up model name never becomes a series; answers name the model they came from.
-            assert bad.model not in a.values() and (a["bulwark.outcome"] != "ok" or a["bulwark.model"] == door.model)
+            assert bad.model not in a.values()
+            assert a["bulwark.outcome"] != "ok" or a["bulwark.model"] == door.model
         # The heartbeat (`bulwark status`, the doctor) counts the same answers; it beats on its own clock.
         key, handled = RedisKeys(door.prefix).heartbeat("inference", svc.instance), -1
         deadline = time.monotonic() + 10

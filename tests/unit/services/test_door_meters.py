@@ -60,7 +60,8 @@ def test_answers_and_errors_are_counted_by_outcome_and_answers_timed() -> None:
 def test_no_input_value_reaches_an_attribute() -> None:
     reader = InMemoryMetricReader()
     meters = DoorMeters("inference", "i-1", None, MeterProvider(metric_readers=[reader]).get_meter("t"))
-    meters.record(["fraud"], [InvalidArgumentError("features.amount: expected a number, got 'alice@example.com'")])
+    bad = InvalidArgumentError("features.amount: expected a number, got 'alice@example.com'")
+    meters.record(["fraud"], [bad])
     meters.record(["fraud"], [answer("fraud", cached=False, ms=2.0)])
     attrs = [p.attributes for pts in points(reader).values() for p in pts]
     assert attrs and not [a for a in attrs if any("alice" in str(v) for v in a.values())]
