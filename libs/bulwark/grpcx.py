@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
 
 from bulwark.errors import GRPC_STATUS, BulwarkError
+from bulwark.meters import LATENCY_BUCKETS_MS
 from bulwark.redis_client import OUTAGES, outage
 
 log = logging.getLogger(__name__)
@@ -75,27 +76,26 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         return rewrap_handler(handler, unary, streaming)
 
 
+# A method handler's kinds: the attribute holding its behaviour, the factory that rebuilds it, and whether it
+# streams responses out (a generator, wrapped as one).
+_HANDLER_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
+)
+
+
 def rewrap_handler(handler: grpc.RpcMethodHandler, unary: Callable[[Any], Any],
-            streaming: Callable[[Any], Any]) -> grpc.RpcMethodHandler:
+                   streaming: Callable[[Any], Any]) -> grpc.RpcMethodHandler:
     """`handler` with its behaviour wrapped (for a server interceptor): `unary` for calls answering once,
     `streaming` for calls streaming out."""
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), handler.request_deserializer,
-                                                   handler.response_serializer)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream),
-                                                    handler.request_deserializer, handler.response_serializer)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), handler.request_deserializer,
-                                                    handler.response_serializer)
-    if handler.stream_stream:
-        behaviour = streaming(handler.stream_stream)
-        return grpc.stream_stream_rpc_method_handler(behaviour, handler.request_deserializer,
-                                                     handler.response_serializer)
+    for kind, rebuild, streams_out in _HANDLER_KINDS:
+        behaviour = getattr(handler, kind)
+        if behaviour:
+            wrapped = (streaming if streams_out else unary)(behaviour)
+            return rebuild(wrapped, handler.request_deserializer, handler.response_serializer)
     return handler
-
-
-RPC_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
 class RpcMetrics(grpc.ServerInterceptor):
@@ -107,7 +107,7 @@ class RpcMetrics(grpc.ServerInterceptor):
         meter = meter or metrics.get_meter("bulwark.grpc")
         self._duration = meter.create_histogram(
             "rpc.server.duration", unit="ms", description="Duration of inbound gRPC calls",
-            explicit_bucket_boundaries_advisory=list(RPC_BUCKETS_MS))
+            explicit_bucket_boundaries_advisory=list(LATENCY_BUCKETS_MS))
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)

@@ -38,7 +38,8 @@ from bulwark.tracing import _sink
 
 log = logging.getLogger(__name__)
 
-# Buckets for per-event handling time in milliseconds: sub-millisecond transforms up to minute-long training.
+# Buckets of every millisecond histogram (events, predictions, gRPC calls): sub-millisecond cache hits and
+# transforms up to minute-long training; one set, so histograms of different services compare.
 LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 60000)
 
 

@@ -23,10 +23,7 @@ from opentelemetry import metrics
 
 from bulwark.errors import BulwarkError, Reason
 from bulwark.health import ServiceStats
-
-# Answers take from a fraction of a millisecond (cached) to seconds (a text model on a loaded CPU).
-DURATION_BUCKETS_MS = (0.5, 1, 2, 3, 5, 7.5, 10, 25, 50, 100, 250, 500, 1000, 2500)
-
+from bulwark.meters import LATENCY_BUCKETS_MS
 
 class DoorMeters:
     """Counts and times the data plane's results: about 16 µs per answer with an exporting reader (the SDK's
@@ -39,7 +36,7 @@ class DoorMeters:
                                            description="Predictions the front door finished, by outcome")
         self._duration = meter.create_histogram(
             "bulwark.prediction.duration", unit="ms", description="Time to answer in the front door",
-            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_MS))
+            explicit_bucket_boundaries_advisory=list(LATENCY_BUCKETS_MS))
         self._base = {"bulwark.service": service, "bulwark.instance": instance}
         self._stats = stats
         self._lock = threading.Lock()

@@ -8,8 +8,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from bulwark.errors import BulwarkError, InvalidArgumentError, Reason
 from bulwark.guard.online import Verdict
 from bulwark.health import ServiceStats
+from bulwark.meters import LATENCY_BUCKETS_MS
 from services.inference.dataplane import PredictOutput
-from services.inference.meters import DURATION_BUCKETS_MS, DoorMeters
+from services.inference.meters import DoorMeters
 
 
 def answer(model: str, *, cached: bool, ms: float, action: str = "allow") -> PredictOutput:
@@ -53,7 +54,7 @@ def test_answers_and_errors_are_counted_by_outcome_and_answers_timed() -> None:
     durations = {p.attributes["bulwark.cached"]: p for p in data["bulwark.prediction.duration"]}
     assert durations[False].count == 1 and durations[False].sum == 3.0
     assert durations[True].count == 2 and abs(durations[True].sum - 1.3) < 1e-9
-    assert list(durations[True].explicit_bounds) == list(DURATION_BUCKETS_MS)
+    assert list(durations[True].explicit_bounds) == list(LATENCY_BUCKETS_MS)
     assert (stats.handled, stats.errors) == (3, 1)  # the heartbeat: answers, and INTERNAL failures only
 
 
