@@ -8,7 +8,11 @@
 - perf_analyzer's figures for Triton alone at concurrency 1 and 16, beside ours;
 - the floors under the first two targets: a health check through the door's own gRPC server (the extra
   hop every front door adds, with no logic) and one Redis round trip. The door's overhead can get no lower
-  than their sum, and no cache in this door can beat (hop + Triton) / hop, printed as the cache ceiling.
+  than their sum, and no cache in this door can beat (hop + Triton) / hop, printed as the cache ceiling;
+- the bare door (`_bare_door.py`, a process of its own): the least front door grpcio, redis-py and
+  tritonclient allow, with no Bulwark logic, timed on the same inputs, uncached and cached. Its overhead is
+  what the design's packages cost on this machine before Bulwark adds anything; the front door's overhead
+  less the bare door's is what Bulwark's guard, routing, defences, auth, tracing, metrics and logging cost.
 
 Clients run in this process (one gRPC channel, futures for concurrency), so the two cores of a small machine
 are shared between the load generator, the front door and Triton: ratios, not absolute rates, are the figures.
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -113,6 +119,7 @@ def main() -> None:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         stack = TestStack(Path(tmp))
+        bare_proc: subprocess.Popen[str] | None = None
         try:
             progress("starting broker, Redis and Triton; training a version")
             topics = stack.topics(partitions=2)
@@ -169,18 +176,36 @@ def main() -> None:
             # --- direct tritonclient, batch 1
             triton = TritonClient(stack.triton.spec.endpoints["grpc"])
             call_triton = lambda a: triton.infer(model, outcome.version, a, served.inputs, served.outputs, timeout_s=10)  # noqa: E731
-            progress("direct Triton, batch 1")
-            timed(call_triton, encoded[:100])
-            t_triton = timed(call_triton, encoded[100:100 + args.requests])
+            bare_proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("_bare_door.py")), model, str(outcome.version),
+                 settings.redis_prefix, str(stack.keys_dir), stack.redis_url,
+                 stack.triton.spec.endpoints["grpc"]],
+                stdout=subprocess.PIPE, text=True)
+            bare_channel = grpc.insecure_channel(f"127.0.0.1:{int(bare_proc.stdout.readline())}")
+            bare = inference_pb2_grpc.InferenceServiceStub(bare_channel)
 
-            # --- front door, uncached (fresh inputs) and cached (the same inputs again)
-            progress("front door, uncached then cached")
+            # --- direct Triton, the front door and the bare door, uncached (fresh inputs), in interleaved
+            # thirds so that a drift in the machine's speed falls on all three; then cached (the same inputs)
+            progress("direct Triton, front door and bare door: uncached, then cached")
             fresh = records[args.requests:2 * args.requests]
+            timed(call_triton, encoded[:100])
             timed(lambda r: stub.Predict(req(r), timeout=10), records[-100:])
-            t_door = timed(lambda r: stub.Predict(req(r), timeout=10), fresh)
+            timed(lambda r: bare.Predict(req(r), timeout=10), records[-100:])
+            t_triton: list[float] = []
+            t_door: list[float] = []
+            t_bare: list[float] = []
+            third = args.requests // 3
+            for k in range(3):
+                part = slice(k * third, (k + 1) * third)
+                t_triton += timed(call_triton, encoded[100:100 + args.requests][part])
+                t_door += timed(lambda r: stub.Predict(req(r), timeout=10), fresh[part])
+                t_bare += timed(lambda r: bare.Predict(req(r), timeout=10), fresh[part])
+            fresh = fresh[:3 * third]
             t_cached = timed(lambda r: stub.Predict(req(r), timeout=10), fresh)
-            sample = stub.Predict(req(fresh[0]), timeout=10)
-            assert sample.cached, "the repeat was not served from the cache"
+            t_bare_cached = timed(lambda r: bare.Predict(req(r), timeout=10), fresh)
+            assert stub.Predict(req(fresh[0]), timeout=10).cached, "the repeat was not served from the cache"
+            assert bare.Predict(req(fresh[0]), timeout=10).cached, "the bare door's repeat missed its cache"
+            bare_channel.close()
 
             # --- the floor under both targets: the door's own gRPC server answering its cheapest call (a
             # health check: the same server, interceptors and channel as Predict, no logic), and one Redis
@@ -196,6 +221,7 @@ def main() -> None:
                             range(args.requests))
 
             overhead = p50_ms(t_door) - p50_ms(t_triton)
+            bare_overhead = p50_ms(t_bare) - p50_ms(t_triton)
             floor = p50_ms(t_hop) + p50_ms(t_redis)
             # A cache that cost nothing still pays the hop to the door: no cache in this door can beat this.
             ceiling = (p50_ms(t_hop) + p50_ms(t_triton)) / p50_ms(t_hop)
@@ -215,6 +241,13 @@ def main() -> None:
                     ">= 5x", p50_ms(t_door) / p50_ms(t_cached) >= 5),
                 Row("inference", "cache speedup ceiling (a free cache)", ceiling, "x",
                     "(hop + Triton) / hop"),
+                Row("inference", "bare door p50, uncached", p50_ms(t_bare), "ms",
+                    "grpcio + redis-py + tritonclient only"),
+                Row("inference", "bare door overhead over Triton p50", bare_overhead, "ms", "direct Triton"),
+                Row("inference", "front door logic beyond the bare door", overhead - bare_overhead, "ms",
+                    "overhead - bare door's"),
+                Row("inference", "bare door cache speedup (p50)", p50_ms(t_bare) / p50_ms(t_bare_cached), "x",
+                    "uncached"),
             ]
 
             # --- throughput: 1 client at batch 1 vs 16 concurrent clients (Triton batches dynamically)
@@ -312,6 +345,8 @@ def main() -> None:
             channel.close()
             door.terminate()
         finally:
+            if bare_proc is not None:
+                bare_proc.kill()
             stack.stop()
     save("inference", rows)
 
