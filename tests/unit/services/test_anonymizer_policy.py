@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -170,7 +171,9 @@ def test_text_rule_replaces_findings_with_stable_tokens() -> None:
     plan = _plan({"note": {"action": "text", "replace": "token"}})
     a = plan.apply({"note": "call +86 138 0013 8000 or mail bob@example.com"}, "s")
     b = plan.apply({"note": "number 13800138000 again"}, "s")
-    assert "138" not in a["note"] and "bob" not in a["note"]
+    # The tokens are keyed hashes in base32, which may spell "bob" or "138" by chance: look between them.
+    clear = re.sub(r"<[A-Z_]+:[^>]*>", "<>", a["note"])
+    assert clear == "call <> or mail <>"
     assert a["anonymization"]["findings"] == {"PHONE": 1, "EMAIL": 1}
     token = a["note"].split("<PHONE:")[1].split(">")[0]
     assert token in b["note"]  # the same phone written two ways is one token
