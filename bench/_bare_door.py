@@ -43,14 +43,15 @@ class BareDoor(inference_pb2_grpc.InferenceServiceServicer):
                  triton_url: str) -> None:
         self.model, self.version = model, version
         self.redis = redis.Redis.from_url(redis_url)
-        self.served = VersionCatalog(ModelRegistry(self.redis, RedisKeys(prefix)), load_verifier(keys_dir)).get(
-            model, version)
+        catalog = VersionCatalog(ModelRegistry(self.redis, RedisKeys(prefix)), load_verifier(keys_dir))
+        self.served = catalog.get(model, version)
         self.triton = TritonClient(triton_url)
         self.prefix = f"{prefix}:bare:{model}:{version}:"
         self.writes: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         threading.Thread(target=self._write, daemon=True).start()
 
-    def Predict(self, request: inference_pb2.PredictRequest, context: grpc.ServicerContext):  # noqa: N802, ANN201
+    def Predict(self, request: inference_pb2.PredictRequest,  # noqa: N802
+                context: grpc.ServicerContext) -> inference_pb2.PredictResponse:
         features = {k: getattr(v, v.WhichOneof("kind")) for k, v in request.features.items()}
         arrays = self.served.encode([features])
         key = self.prefix + hashlib.blake2b(orjson.dumps(features, option=orjson.OPT_SORT_KEYS),
@@ -64,8 +65,9 @@ class BareDoor(inference_pb2_grpc.InferenceServiceServicer):
             e = np.exp(z - z.max())
             probabilities = (e / e.sum()).tolist()
             self.writes.put((key, orjson.dumps(probabilities)))
-        return inference_pb2.PredictResponse(model=self.model, version=self.version, probabilities=probabilities,
-                                             classes=list(self.served.classes), cached=hit is not None)
+        return inference_pb2.PredictResponse(model=self.model, version=self.version,
+                                             probabilities=probabilities, classes=list(self.served.classes),
+                                             cached=hit is not None)
 
     def _write(self) -> None:
         while True:
