@@ -8,7 +8,8 @@
 - perf_analyzer's figures for Triton alone at concurrency 1 and 16, beside ours;
 - the floors under the first two targets: a health check through the door's own gRPC server (the extra
   hop every front door adds, with no logic) and one Redis round trip. The door's overhead can get no lower
-  than their sum, and no cache in this door can beat (hop + Triton) / hop, printed as the cache ceiling;
+  than their sum, and a cache hit no faster; so a door within the overhead target (a miss in at most Triton
+  + 1 ms) can be no more than (Triton + 1 ms) / (hop + Redis) faster on a hit, printed as the cache bound;
 - the bare door (`_bare_door.py`, a process of its own): the least front door grpcio, redis-py and
   tritonclient allow, with no Bulwark logic, timed on the same inputs, uncached and cached. Its overhead is
   what the design's packages cost on this machine before Bulwark adds anything; the front door's overhead
@@ -223,8 +224,9 @@ def main() -> None:
             overhead = p50_ms(t_door) - p50_ms(t_triton)
             bare_overhead = p50_ms(t_bare) - p50_ms(t_triton)
             floor = p50_ms(t_hop) + p50_ms(t_redis)
-            # A cache that cost nothing still pays the hop to the door: no cache in this door can beat this.
-            ceiling = (p50_ms(t_hop) + p50_ms(t_triton)) / p50_ms(t_hop)
+            # A hit still pays the hop and its Redis lookup; a door that met the overhead target would
+            # answer a miss in at most Triton + 1 ms: together, the most its cache could speed an answer up.
+            bound = (p50_ms(t_triton) + 1.0) / floor
             rows += [
                 Row("inference", "direct torch call p50", p50_ms(t_torch), "ms", "in-process TorchScript"),
                 Row("inference", "direct Triton p50 (batch 1)", p50_ms(t_triton), "ms", "tritonclient gRPC"),
@@ -239,8 +241,8 @@ def main() -> None:
                 Row("inference", "front door p50, cached", p50_ms(t_cached), "ms", "Redis hit"),
                 Row("inference", "cache speedup (p50)", p50_ms(t_door) / p50_ms(t_cached), "x", "uncached",
                     ">= 5x", p50_ms(t_door) / p50_ms(t_cached) >= 5),
-                Row("inference", "cache speedup ceiling (a free cache)", ceiling, "x",
-                    "(hop + Triton) / hop"),
+                Row("inference", "cache speedup bound for a door within 1 ms overhead", bound, "x",
+                    "(Triton + 1 ms) / (hop + Redis)"),
                 Row("inference", "bare door p50, uncached", p50_ms(t_bare), "ms",
                     "grpcio + redis-py + tritonclient only"),
                 Row("inference", "bare door overhead over Triton p50", bare_overhead, "ms", "direct Triton"),
