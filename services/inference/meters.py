@@ -25,6 +25,7 @@ from bulwark.errors import BulwarkError, Reason
 from bulwark.health import ServiceStats
 from bulwark.meters import LATENCY_BUCKETS_MS
 
+
 class DoorMeters:
     """Counts and times the data plane's results: about 16 µs per answer with an exporting reader (the SDK's
     aggregation), 0.5% of an uncached answer; no I/O on the request path."""
