@@ -182,7 +182,11 @@ def main() -> None:
                  settings.redis_prefix, str(stack.keys_dir), stack.redis_url,
                  stack.triton.spec.endpoints["grpc"]],
                 stdout=subprocess.PIPE, text=True)
-            bare_channel = grpc.insecure_channel(f"127.0.0.1:{int(bare_proc.stdout.readline())}")
+            bare_port = bare_proc.stdout.readline().strip()
+            if not bare_port.isdigit():
+                code = bare_proc.wait(timeout=10)  # no port printed: it ended; its traceback is above
+                raise RuntimeError(f"bench/_bare_door.py exited with {code} before serving")
+            bare_channel = grpc.insecure_channel(f"127.0.0.1:{bare_port}")
             bare = inference_pb2_grpc.InferenceServiceStub(bare_channel)
 
             # --- direct Triton, the front door and the bare door, uncached (fresh inputs), in interleaved
