@@ -115,7 +115,7 @@ def build_report(entries: list[Entry], ref: Figures, decision: Decision, own: Qu
         "budget": {"accuracy": own.accuracy_budget, "auroc": own.auroc_budget, "min_speedup": own.min_speedup},
         "held_out": held_out,
         "latency": {"threads": 1, "statistic": "median", "repeats_max": own.latency_repeats,
-                    "warmup": own.latency_warmup},
+                    "warmup": own.latency_warmup, "process": own.latency_process},
         REFERENCE: ref.to_dict(),
         "candidates": [_entry_doc(e, ref) for e in entries],
         "decision": {"form": decision.form, "reason": decision.reason},

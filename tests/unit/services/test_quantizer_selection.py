@@ -163,3 +163,25 @@ def test_weight_bytes_counts_tensor_storage_not_code() -> None:
     qbuf = io.BytesIO()
     torch.jit.save(torch.jit.script(q), qbuf)
     assert 3.5 < params / weight_bytes(qbuf.getvalue()) < 4  # int8 weights, fp32 biases and scales
+
+
+def test_fresh_process_timing_returns_every_form_at_every_batch_size(mlp) -> None:
+    from services.quantizer.evaluate import measure_latencies
+
+    loaded, heldout = mlp
+    fp32 = script_bytes(loaded.module)
+    inputs = {n: loaded.inputs(heldout["validation"][:n]) for n in (1, 64)}
+    fresh = measure_latencies({"fp32": fp32, "again": fp32}, inputs, QuantizerSettings(**FAST))
+    same = measure_latencies({"fp32": fp32}, inputs, QuantizerSettings(latency_process="same", **FAST))
+    assert set(fresh) == {1, 64} and all(set(t) == {"fp32", "again"} for t in fresh.values())
+    assert all(0 < ms < 1000 for t in (*fresh.values(), *same.values()) for ms in t.values())
+
+
+def test_fresh_process_timing_failure_names_the_cause_and_the_way_out(mlp) -> None:
+    from services.quantizer.evaluate import measure_latencies
+
+    loaded, heldout = mlp
+    inputs = {1: loaded.inputs(heldout["validation"][:1])}
+    with pytest.raises(RuntimeError, match=r"TraceError: broken: its TorchScript does not load.*"
+                                           r"BULWARK_QUANTIZER_LATENCY_PROCESS=same"):
+        measure_latencies({"broken": b"not torchscript"}, inputs, QuantizerSettings(**FAST))

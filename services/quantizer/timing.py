@@ -1,0 +1,33 @@
+"""Times compressed forms in a process that holds nothing else, as a serving process holds only its model:
+`python -m services.quantizer.timing FOLDER`, run by `evaluate.measure_latencies`.
+
+FOLDER holds the forms' TorchScript bytes (`0.pt`, `1.pt`, ... in the order `job.json` names them), the
+inputs per batch size (`inputs.pt`) and the timing settings (`job.json`); the medians in milliseconds are
+written to `latency.json` as {batch size: {form: ms}}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from services.quantizer.evaluate import load_script, measure_latency
+from services.quantizer.settings import QuantizerSettings
+
+
+def main(folder: Path) -> None:
+    """Load the forms, time them at every batch size, write latency.json."""
+    job = json.loads((folder / "job.json").read_text())
+    own = QuantizerSettings(**job["settings"])
+    modules = {name: load_script(name, (folder / f"{i}.pt").read_bytes()) for i, name in enumerate(job["forms"])}
+    inputs = torch.load(folder / "inputs.pt", weights_only=True)
+    with torch.no_grad():
+        latency = {n: measure_latency(modules, tuple(x), own) for n, x in inputs.items()}
+    (folder / "latency.json").write_text(json.dumps(latency))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
