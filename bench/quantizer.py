@@ -4,19 +4,19 @@ and the MiniLM text family, every ratio measured in one run by the service's own
 Models are trained the way the trainer trains them (its loop; for text, a linear head on the frozen encoder's
 mean-pooled embeddings of reference notes), then handed to the quantizer's pipeline with only the two dynamic
 int8 forms configured (weight scales per output row, `dynamic-int8`, and one per tensor,
-`dynamic-int8-tensor`): the figures are those `report.json` carries, and the quantizer chooses between them as
-it would in service. Sizes are the serialized weights (the tensor storages in the TorchScript archive, as the
-issue's target reads), with the whole file (weights and code) beside them; latencies are one-thread CPU
+`dynamic-int8-tensor`): the figures are those `report.json` carries, and the quantizer chooses between them
+as it would in service. Sizes are the serialized weights (the tensor storages in the TorchScript archive, as
+the issue's target reads), with the whole file (weights and code) beside them; latencies are one-thread CPU
 medians, fp32 and int8 timed round-robin in a fresh process (the quantizer's default); accuracy, AUROC and F1
-are on held-out records neither model trained on, each record scored alone (the quantizer's default); the same
-metrics with records scored in batches of 64, and how far a record's score moves between the two, are printed
-beside them (dynamic int8 takes activation scales per batch). Beside each batch-64 speed-up is its ceiling,
-the fp32 batch-64 latency over the int8 batch-1 latency: the int8 model's fixed cost per call, which no
-batch-64 call can undercut. For the MLPs the chosen int8 form and fp32 are also timed, in this process, from
-inside one TorchScript call at batch 64: the call with no forward in it (what serving from Python costs both
-forms alike) and the first forward in a call, which is what a served call runs: (call + fp32) / (call + int8)
-is a served call's speed-up, split into those two parts. The anchor is PyTorch's BERT dynamic quantization tutorial
-(BERT-base on MRPC: 438 MB -> 181 MB, F1 0.9019 -> 0.8953), quoted, not re-run.
+are on held-out records neither model trained on, each record scored alone (the quantizer's default); the
+same metrics with records scored in batches of 64, and how far a record's score moves between the two, are
+printed beside them (dynamic int8 takes activation scales per batch). Beside each batch-64 speed-up is its
+ceiling, the fp32 batch-64 latency over the int8 batch-1 latency: the int8 model's fixed cost per call, which
+no batch-64 call can undercut. For the MLPs the chosen int8 form and fp32 are also timed, in this process,
+from inside one TorchScript call at batch 64: the call with no forward in it (what serving from Python costs
+both forms alike) and the first forward in a call, which is what a served call runs: (call + fp32) / (call +
+int8) is a served call's speed-up, split into those two parts. The anchor is PyTorch's BERT dynamic
+quantization tutorial (BERT-base on MRPC: 438 MB -> 181 MB, F1 0.9019 -> 0.8953), quoted, not re-run.
 """
 
 from __future__ import annotations

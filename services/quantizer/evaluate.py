@@ -186,12 +186,14 @@ def measure_latencies(forms: dict[str, bytes], inputs: dict[int, Inputs],
         (folder / "job.json").write_text(json.dumps({"forms": list(forms), "settings": own.model_dump(
             include={"latency_repeats", "latency_warmup", "latency_max_s"})}))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        limit = 60 + 4 * own.latency_max_s * len(inputs)
         done = subprocess.run([sys.executable, "-m", "services.quantizer.timing", tmp], env=env,
-                              capture_output=True, text=True, timeout=60 + 4 * own.latency_max_s * len(inputs))
+                              capture_output=True, text=True, timeout=limit)
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"timing the forms in a fresh process failed (exit {done.returncode}: {tail[0]}); "
-                               "set BULWARK_QUANTIZER_LATENCY_PROCESS=same to time them in this process")
+            raise RuntimeError(f"timing the forms in a fresh process failed (exit {done.returncode}: "
+                               f"{tail[0]}); set BULWARK_QUANTIZER_LATENCY_PROCESS=same to time them in this "
+                               "process")
         return {int(n): t for n, t in json.loads((folder / "latency.json").read_text()).items()}
 
 
