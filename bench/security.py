@@ -27,7 +27,8 @@ majority-class share (a surrogate that always says "legitimate") is the baseline
 the real model calls fraud is reported beside it, since the classes are imbalanced.
 
 The defence's cost on normal clients: one client sends real records one at a time, alternating between the
-two doors (paired, so both see the same machine load), for the p50 latency ratio; a busier client sends
+two doors (paired, so both see the same machine load; a key per door, since both count keys in one Redis),
+for the p50 latency ratio; a busier client sends
 real records in batches through the defended door, and every answer is checked against the real model's
 probabilities: the share rejected or hardened is the cost.
 """
@@ -284,7 +285,10 @@ def main() -> None:
             for i, r in enumerate(normal):
                 order = ("off", "on") if i % 2 else ("on", "off")
                 for side in order:
-                    req = inference_pb2.PredictRequest(model=model, features=to_values(r), client_key="shop-normal")
+                    # One key per door: both doors count a key in the same Redis, and one client at both
+                    # would run at twice a normal client's rate, into the guard's per-client rate limit.
+                    req = inference_pb2.PredictRequest(model=model, features=to_values(r),
+                                                       client_key=f"shop-normal-{side}")
                     t = time.perf_counter()
                     try:
                         resp = stubs[side].Predict(req, timeout=10)
