@@ -26,11 +26,10 @@ is a hard target). Agreement is measured against the real model's label on 3,000
 majority-class share (a surrogate that always says "legitimate") is the baseline, and agreement on the inputs
 the real model calls fraud is reported beside it, since the classes are imbalanced.
 
-The defence's cost on normal clients: one client sends real records one at a time, alternating between the
-two doors (paired, so both see the same machine load; a key per door, since both count keys in one Redis),
-for the p50 latency ratio; a busier client sends
-real records in batches through the defended door, and every answer is checked against the real model's
-probabilities: the share rejected or hardened is the cost.
+The defence's cost on normal clients: one client sends real records one at a time, alternating between the two
+doors (paired, so both see the same machine load; a key per door, since both count keys in one Redis), for the
+p50 latency ratio; a busier client sends real records in batches through the defended door, and every answer
+is checked against the real model's probabilities: the share rejected or hardened is the cost.
 """
 
 from __future__ import annotations
