@@ -31,9 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -172,11 +172,12 @@ def measure_latency(modules: dict[str, torch.nn.Module], inputs: Inputs, own: Qu
         torch.set_num_threads(threads)
 
 
-def measure_latencies(forms: dict[str, bytes], inputs: dict[int, Inputs],
-                      own: QuantizerSettings) -> dict[int, dict[str, float]]:
-    """`measure_latency` of every form at every batch size in `inputs`, in the process `own` names."""
+def measure_latencies(forms: dict[str, bytes], inputs: dict[int, Inputs], own: QuantizerSettings, *,
+                      loaded: dict[str, torch.nn.Module] | None = None) -> dict[int, dict[str, float]]:
+    """`measure_latency` of every form at every batch size in `inputs`, in the process `own` names (in this
+    one, on `loaded` where the caller has the forms loaded already)."""
     if own.latency_process == "same":
-        modules = {name: load_script(name, b) for name, b in forms.items()}
+        modules = loaded or {name: load_script(name, b) for name, b in forms.items()}
         return {n: measure_latency(modules, x, own) for n, x in inputs.items()}
     with tempfile.TemporaryDirectory(prefix="bulwark-timing-") as tmp:
         folder = Path(tmp)
@@ -202,7 +203,7 @@ def evaluate(forms: dict[str, bytes], data: HeldOut, own: QuantizerSettings, *, 
     modules = {name: load_script(name, b) for name, b in forms.items()}
     probs = {name: probabilities(m, data.batches) for name, m in modules.items()}
     wide = probs if data.wide is data.batches else {name: probabilities(m, data.wide) for name, m in modules.items()}
-    latency = measure_latencies(forms, {n: data.latency[n] for n in LATENCY_BATCHES}, own)
+    latency = measure_latencies(forms, {n: data.latency[n] for n in LATENCY_BATCHES}, own, loaded=modules)
     ref = probs[reference]
     out = {}
     for name, p in probs.items():

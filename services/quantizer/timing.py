@@ -14,18 +14,17 @@ from pathlib import Path
 
 import torch
 
-from services.quantizer.evaluate import load_script, measure_latency
+from services.quantizer.evaluate import measure_latencies
 from services.quantizer.settings import QuantizerSettings
 
 
 def main(folder: Path) -> None:
-    """Load the forms, time them at every batch size, write latency.json."""
+    """Time the forms at every batch size here (`measure_latencies` in this process), write latency.json."""
     job = json.loads((folder / "job.json").read_text())
-    own = QuantizerSettings(**job["settings"])
-    modules = {name: load_script(name, (folder / f"{i}.pt").read_bytes()) for i, name in enumerate(job["forms"])}
+    own = QuantizerSettings(**job["settings"], latency_process="same")
+    forms = {name: (folder / f"{i}.pt").read_bytes() for i, name in enumerate(job["forms"])}
     inputs = torch.load(folder / "inputs.pt", weights_only=True)
-    with torch.no_grad():
-        latency = {n: measure_latency(modules, tuple(x), own) for n, x in inputs.items()}
+    latency = measure_latencies(forms, {n: tuple(x) for n, x in inputs.items()}, own)
     (folder / "latency.json").write_text(json.dumps(latency))
 
 
