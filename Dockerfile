@@ -33,7 +33,10 @@ RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" 
  && pip install -r /tmp/requirements.txt
 COPY libs ./libs
 COPY services ./services
-RUN pip install --no-deps . && python -c "import bulwark, services.inference; print('bulwark', bulwark.__version__)"
+# Bulwark's int8 kernel is compiled here, into the installed package, so the runtime image needs no compiler.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
+RUN pip install --no-deps . && python -m bulwark.kernels build \
+ && python -c "import bulwark, services.inference; print('bulwark', bulwark.__version__)"
 
 # -------------------------------------------------------------------------------------------- runtime
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
@@ -73,6 +76,10 @@ RUN pip3 install --target /opt/bulwark/site \
       "torch==${TORCH_VERSION}" \
       $(grep -E '^(numpy|cryptography|cffi|pycparser|grpcio|protobuf|typing_extensions)==' /tmp/requirements.lock)
 COPY libs/bulwark /opt/bulwark/site/bulwark
+# The int8 kernel a quantized CPU form may call, compiled against this image's torch.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/* \
+ && rm -rf /opt/bulwark/site/bulwark/kernels/build \
+ && PYTHONPATH=/opt/bulwark/site python3 -m bulwark.kernels build
 
 # --------------------------------------------------------------------------------------------- triton
 FROM ${TRITON_IMAGE} AS triton

@@ -26,11 +26,13 @@ $(STAMP): requirements.lock pyproject.toml | system-deps
 	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
 	$(BIN)/python -c "from bulwark.stack.parts import ensure_triton_python_stub as s; s()"
+	$(BIN)/python -m bulwark.kernels build
 	@touch $@
 
-system-deps:  ## Debian packages the local parts need (redis-server, libpython3.11 for Triton's Python backend).
+system-deps:  ## Debian packages the local parts need (redis-server, libpython3.11, g++ for the int8 kernel).
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v g++ >/dev/null || missing="$$missing g++"; \
 	ldconfig -p | grep -q 'libpython3.11.so.1.0' || missing="$$missing libpython3.11"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -54,9 +54,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from bulwark.cli import config, demo, dlq, doctor, infra, keys, models, privacy, probe, produce, train
+    from bulwark.cli import (config, demo, dlq, doctor, infra, kernels, keys, models, privacy, probe, produce,
+                             train)
 
-    for module in (infra, produce, train, models, keys, dlq, privacy, config, demo, probe, doctor):
+    for module in (infra, produce, train, models, keys, dlq, privacy, config, demo, probe, doctor, kernels):
         for command in module.COMMANDS:
             cli.add_command(command)
 
