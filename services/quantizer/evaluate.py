@@ -1,7 +1,8 @@
 """What a compressed form costs and gains against fp32, measured on the version's own held-out records.
 
-Every form is measured as it ships: its TorchScript bytes are loaded back with `torch.jit.load`, exactly as
-Triton's Python backend will, and then
+Every form is measured as it ships: its TorchScript bytes are loaded back with
+`bulwark.kernels.load_torchscript` (torch.jit.load, with Bulwark's kernel library loaded first where a form
+calls it), exactly as Triton's Python backend will, and then
 
 - accuracy, AUROC and F1 on held-out validation records (`bulwark.metrics`), and the loss against fp32,
   with records scored `eval_batch` at a time (default 1: each record alone, as one request is served);
@@ -39,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from bulwark import kernels
 from bulwark.errors import InvalidArgumentError
 from bulwark.families import LoadedModel
 from bulwark.metrics import classification_report
@@ -137,7 +139,7 @@ def weight_bytes(data: bytes) -> int:
 def load_script(name: str, data: bytes) -> torch.jit.ScriptModule:
     """TorchScript from bytes, as a fresh serving process loads it."""
     try:
-        return torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+        return kernels.load_torchscript(data)
     except Exception as exc:  # noqa: BLE001 - whatever the cause, this form cannot be served
         raise TraceError(f"{name}: its TorchScript does not load ({type(exc).__name__})") from exc
 

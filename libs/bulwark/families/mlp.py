@@ -13,6 +13,7 @@ from torch import nn
 
 from bulwark.artifacts import Artifact
 from bulwark.families.base import LoadedModel, TensorSpec
+from bulwark.kernels import load_torchscript
 from bulwark.features import FeatureSpec
 
 DEFAULT_CONFIG: dict[str, Any] = {"hidden": [64, 64], "dropout": 0.1}
@@ -72,8 +73,7 @@ class MLPFamily:
         config = artifact.json("config.json")
         if "state.pt" not in artifact.files:
             # A compressed form has no eager fp32 weights (they stay in its parent): run its TorchScript.
-            scripted = torch.jit.load(artifact.stream("model.pt"), map_location="cpu")
-            return LoadedModel(self, scripted.eval(), config, spec, artifact)
+            return LoadedModel(self, load_torchscript(artifact.files["model.pt"]), config, spec, artifact)
         module = self.build(spec, config)
         module.load_state_dict(torch.load(artifact.stream("state.pt"), map_location="cpu", weights_only=True))
         return LoadedModel(self, module.eval(), config, spec, artifact)

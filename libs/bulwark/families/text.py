@@ -18,6 +18,7 @@ from torch import nn
 from bulwark.artifacts import Artifact
 from bulwark.errors import InvalidArgumentError
 from bulwark.families.base import LoadedModel, TensorSpec
+from bulwark.kernels import load_torchscript
 
 DEFAULT_CONFIG: dict[str, Any] = {"text_field": "note", "max_tokens": 64, "max_chars": 4096, "fine_tune_layers": 0}
 
@@ -135,8 +136,8 @@ class TextFamily:
         spec = {**DEFAULT_CONFIG, **config}
         tokenizer = Tokenizer(artifact.files["tokenizer.json"], int(spec["max_tokens"]))
         if "state.pt" not in artifact.files:
-            scripted = torch.jit.load(artifact.stream("model.pt"), map_location="cpu")
-            return LoadedModel(self, scripted.eval(), config, spec, artifact, {"tokenizer": tokenizer})
+            scripted = load_torchscript(artifact.files["model.pt"])
+            return LoadedModel(self, scripted, config, spec, artifact, {"tokenizer": tokenizer})
         encoder, hidden = _encoder(state_from_package=False)
         module = MeanPooledClassifier(encoder, hidden, len(self.classes))
         module.load_state_dict(torch.load(artifact.stream("state.pt"), map_location="cpu", weights_only=True))

@@ -10,7 +10,6 @@ Keys come from BULWARK_KEYS_DIR (kek.json, verify.json) or BULWARK_KEYRING_KEK /
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ import triton_python_backend_utils as pb_utils
 from bulwark.artifacts import open_folder
 from bulwark.crypto import load_ring, load_verifier
 from bulwark.crypto.keys import RING_KEK
+from bulwark.kernels import load_torchscript
 
 
 class TritonPythonModel:
@@ -34,7 +34,8 @@ class TritonPythonModel:
         keys = Path(os.environ.get("BULWARK_KEYS_DIR", "var/keys"))
         artifact = open_folder(folder, load_verifier(keys), load_ring(RING_KEK, keys))
         torch.set_num_threads(int(os.environ.get("BULWARK_TRITON_TORCH_THREADS", "1")))
-        self.module = torch.jit.load(io.BytesIO(artifact.files["model.pt"]), map_location="cpu").eval()
+        # A model that calls Bulwark's int8 kernel gets the kernel library loaded first.
+        self.module = load_torchscript(artifact.files["model.pt"])
         self.version = int(args["model_version"])
         self.inputs = [spec["name"] for spec in config["input"]]
         # OUTPUT__0: class logits; OUTPUT__1 (when configured): the last hidden layer, for the guard's scores.

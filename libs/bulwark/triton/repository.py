@@ -17,7 +17,9 @@ without a restart.
 
 Backends: `python` (default; the artifact stays encrypted on disk and `model.py` decrypts it at load) and
 `pytorch` (libtorch, for GPU images: Triton's libtorch backend reads `model.pt` from disk, so the weights are
-written in clear; put the repository on a memory-backed volume, see docs/deployment.md).
+written in clear; put the repository on a memory-backed volume, see docs/deployment.md). A form that calls
+Bulwark's int8 kernel (`bulwark.kernels`, the quantizer's CPU `*-vnni` forms) serves on the python backend
+only: the libtorch backend cannot load the kernel library, and placing one there is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Literal, Sequence
 from bulwark.artifacts import MANIFEST, SIGNATURE, Artifact, verify_folder
 from bulwark.crypto.signing import Verifier
 from bulwark.families.base import TensorSpec
+from bulwark.kernels import KernelError, needed_by
 
 Backend = Literal["python", "pytorch"]
 MODEL_PY = Path(__file__).with_name("python_model.py")
@@ -132,6 +135,10 @@ class ModelRepository:
             else:
                 if plaintext is None:
                     raise ValueError("the pytorch backend needs the decrypted artifact (plaintext=)")
+                if needed_by(plaintext.files["model.pt"]):
+                    raise KernelError(f"{model} v{version} calls Bulwark's int8 kernel, which Triton's "
+                                      "libtorch backend cannot load: serve this CPU form on the python "
+                                      "backend")
                 (tmp / "model.pt").write_bytes(plaintext.files["model.pt"])
             # A folder already there is the same signed artifact (placement is idempotent): replace it whole.
             if final.exists():
