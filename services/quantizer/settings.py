@@ -11,8 +11,10 @@ from bulwark.settings import ServiceSettings
 
 # The forms `services.quantizer.candidates.FORMS` registers (a unit test keeps the two in step); spelled here
 # so that reading settings never imports torch.
-FormName = Literal["dynamic-int8", "dynamic-int8-tensor", "static-int8", "fp16", "pruned-int8"]
-DEFAULT_CANDIDATES: list[FormName] = ["dynamic-int8", "dynamic-int8-tensor", "static-int8", "fp16"]
+FormName = Literal["dynamic-int8", "dynamic-int8-tensor", "dynamic-int8-vnni", "dynamic-int8-vnni-tensor",
+                   "static-int8", "fp16", "pruned-int8"]
+DEFAULT_CANDIDATES: list[FormName] = ["dynamic-int8", "dynamic-int8-tensor", "dynamic-int8-vnni",
+                                      "dynamic-int8-vnni-tensor", "static-int8", "fp16"]
 
 
 class QuantizerSettings(ServiceSettings):
@@ -28,8 +30,8 @@ class QuantizerSettings(ServiceSettings):
     serving_target: Literal["cpu", "gpu"] = "cpu"
     """Where the chosen form will serve: cpu (int8 forms) or gpu (fp16; int8 kernels here are CPU-only)."""
     candidates: list[FormName] = Field(DEFAULT_CANDIDATES, min_length=1)
-    """Compressed forms to try (JSON list): dynamic-int8, dynamic-int8-tensor, static-int8, fp16,
-    pruned-int8."""
+    """Compressed forms to try (JSON list): dynamic-int8, dynamic-int8-tensor, dynamic-int8-vnni,
+    dynamic-int8-vnni-tensor, static-int8, fp16, pruned-int8."""
     min_speedup: float = Field(1.0, ge=0)
     """On cpu, a form must be at least this many times faster than fp32 at batch 64 to be chosen (0: off)."""
     latency_tie: float = Field(0.1, ge=0, le=1)

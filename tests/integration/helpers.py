@@ -102,8 +102,9 @@ def trained_event(outcome: Any) -> Envelope:
         "dataset": outcome.dataset, "reason": "manual", "requested_by": "test"})
 
 
-def quantize(settings: CommonSettings, trained: Envelope) -> Envelope:
-    """Run the quantizer's own handler in this process on a `model.trained` event; returns its output event."""
+def quantize(settings: CommonSettings, trained: Envelope, own: Any = None) -> Envelope:
+    """Run the quantizer's own handler in this process on a `model.trained` event (with `own`, a
+    QuantizerSettings, or the defaults); returns its output event."""
     from bulwark.health import ServiceStats
     from bulwark.registry import ModelRegistry
     from services.quantizer.handler import QuantizerHandler
@@ -111,7 +112,7 @@ def quantize(settings: CommonSettings, trained: Envelope) -> Envelope:
     from services.trainer.pipeline import artifact_store
 
     client = make_redis(settings)
-    handler = QuantizerHandler(settings, QuantizerSettings(), artifact_store(settings),
+    handler = QuantizerHandler(settings, own or QuantizerSettings(), artifact_store(settings),
                                ModelRegistry(client, RedisKeys(settings.redis_prefix)), ServiceStats())
     ctx = Context(settings.topics.models_trained, 0, 0, None, [], "test", settings, client,
                   RedisKeys(settings.redis_prefix))

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from bulwark import kernels
 from bulwark.families import FAMILIES, LoadedModel, script_bytes
 from bulwark.features import REFERENCE_FEATURES, FeatureSpec
 from bulwark.reference import ReferenceGenerator
@@ -25,6 +26,7 @@ from services.quantizer.candidates import (
     PrunedInt8,
     StaticInt8,
     TraceError,
+    VnniInt8Linear,
     prune_units,
     serialize,
 )
@@ -53,7 +55,7 @@ def trained() -> tuple[LoadedModel, list[dict], list[dict]]:
 
 
 def _load(data: bytes) -> torch.jit.ScriptModule:
-    return torch.jit.load(io.BytesIO(data), map_location="cpu")
+    return kernels.load_torchscript(data)
 
 
 @pytest.mark.parametrize(
@@ -61,6 +63,8 @@ def _load(data: bytes) -> torch.jit.ScriptModule:
     [
         (DynamicInt8(), 0.98),
         (DynamicInt8(per_row=False), 0.98),
+        (DynamicInt8(vnni=True), 0.98),
+        (DynamicInt8(per_row=False, vnni=True), 0.98),
         (StaticInt8(), 0.97),   # activation ranges fixed by calibration: a little coarser
         (Float16(), 0.99),
     ],
@@ -109,6 +113,51 @@ def test_dynamic_int8_fuses_linear_relu_and_drops_dropout_without_changing_answe
     with torch.no_grad():
         torch.testing.assert_close(candidate.module(x), unfused(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(candidate.module.embed(x), unfused.embed(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("per_row", [True, False])
+def test_vnni_form_holds_fbgemms_int8_weights_and_gives_the_same_answers(trained, per_row: bool) -> None:
+    # Same weights, scales and bias; only the kernel and the activations' range (8 bits, fbgemm 7) differ,
+    # so each errs against fp32 on its own: ours no more than fbgemm's (a margin for rounding luck).
+    loaded, _, val = trained
+    fbgemm = DynamicInt8(per_row=per_row).compress(loaded, [])
+    vnni = DynamicInt8(per_row=per_row, vnni=True).compress(loaded, [])
+    theirs = [m for m in fbgemm.module.modules() if isinstance(m, Int8Linear)]
+    ours = [m for m in vnni.module.modules() if isinstance(m, VnniInt8Linear)]
+    assert [m.relu for m in ours] == [m.relu for m in theirs] == [True, True, False]
+    for a, b in zip(theirs, ours):
+        qweight, bias = torch.ops.quantized.linear_unpack(a.packed)
+        assert torch.equal(kernels.unpack(b.weight, b.in_features), qweight.int_repr())
+        assert torch.equal(b.bias, bias)
+    assert vnni.notes["kernel"] == "bulwark::int8_linear" and fbgemm.notes["kernel"] == "fbgemm"
+    x = loaded.inputs(val)[0]
+    with torch.no_grad():
+        ref, a, b = loaded.module(x), fbgemm.module(x), vnni.module(x)
+        assert (b - ref).abs().mean() <= 1.1 * (a - ref).abs().mean()
+        assert (b - ref).abs().max() <= 1.5 * (a - ref).abs().max()
+
+
+def test_vnni_form_stores_a_row_scale_in_4_bytes_not_16(trained) -> None:
+    loaded, _, val = trained
+    example = loaded.inputs(val[:2])
+    fbgemm, vnni = (weight_bytes(serialize(DynamicInt8(vnni=v).compress(loaded, []), example))
+                    for v in (False, True))
+    rows = sum(m.out_features for m in loaded.module.modules() if isinstance(m, nn.Linear))
+    assert fbgemm - vnni == 12 * rows
+
+
+def test_vnni_form_is_not_offered_where_the_kernel_cannot_run_fast(trained,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = trained[0]
+    monkeypatch.setattr(kernels, "isa", lambda: "portable")
+    assert "no AVX512-VNNI" in DynamicInt8(vnni=True).supports(loaded)
+    assert DynamicInt8().supports(loaded) is None
+
+    def unbuildable() -> str:
+        raise kernels.KernelError("Bulwark's int8 kernel needs a C++ compiler to build")
+
+    monkeypatch.setattr(kernels, "isa", unbuildable)
+    assert "needs a C++ compiler" in DynamicInt8(per_row=False, vnni=True).supports(loaded)
 
 
 def test_dynamic_int8_leaves_the_loaded_model_untouched(trained) -> None:
