@@ -24,7 +24,12 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#if defined(__x86_64__) && !defined(BULWARK_PORTABLE_ONLY)
+#define BULWARK_X86 1
 #include <immintrin.h>
+#else
+#define BULWARK_X86 0  // other CPUs (or -DBULWARK_PORTABLE_ONLY) build the portable path only
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -34,8 +39,6 @@
 #include <vector>
 
 namespace {
-
-#define BULWARK_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
 struct InputQuant {
   float scale;
@@ -65,9 +68,13 @@ struct Problem {
 };
 
 bool has_vnni() {
+#if BULWARK_X86
   static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   return yes;
+#else
+  return false;
+#endif
 }
 
 // ------------------------------------------------------------------------------------------ portable path
@@ -125,6 +132,9 @@ void tiles_portable(const Problem& p, InputQuant q, const uint8_t* qa, const int
 }
 
 // --------------------------------------------------------------------------------------- AVX512-VNNI path
+#if BULWARK_X86
+#define BULWARK_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+
 
 BULWARK_VNNI void minmax_vnni(const Problem& p, float& lo, float& hi, bool& finite) {
   __m512 vlo = _mm512_setzero_ps(), vhi = _mm512_setzero_ps();
@@ -243,7 +253,16 @@ BULWARK_VNNI void tiles_vnni(const Problem& p, InputQuant q, const uint8_t* qa, 
   }
 }
 
+#endif  // BULWARK_X86
+
 // ------------------------------------------------------------------------------------------------ the op
+
+// One step on the path this call takes.
+#if BULWARK_X86
+#define DISPATCH(step, ...) (vnni ? step##_vnni(__VA_ARGS__) : step##_portable(__VA_ARGS__))
+#else
+#define DISPATCH(step, ...) step##_portable(__VA_ARGS__)
+#endif
 
 at::Tensor run(const at::Tensor& input, const at::Tensor& weight, int64_t in_features,
                const at::Tensor& w_scale, const std::optional<at::Tensor>& bias, bool relu, bool portable) {
@@ -277,7 +296,7 @@ at::Tensor run(const at::Tensor& input, const at::Tensor& weight, int64_t in_fea
             b ? b->data_ptr<float>() : nullptr, relu, out.data_ptr<float>()};
   float lo, hi;
   bool finite;
-  vnni ? minmax_vnni(p, lo, hi, finite) : minmax_portable(p, lo, hi, finite);
+  DISPATCH(minmax, p, lo, hi, finite);
   TORCH_CHECK(finite, "bulwark::int8_linear: the input holds NaN or infinity; an int8 layer needs finite "
               "inputs (the guard in front of inference rejects them)");
   const InputQuant q = choose(lo, hi);
@@ -288,14 +307,14 @@ at::Tensor run(const at::Tensor& input, const at::Tensor& weight, int64_t in_fea
   const int64_t tiles = (M + 3) / 4;
   qa.resize(tiles * 4 * Kp);
   zcs.resize(N);
-  vnni ? quantize_vnni(p, q, qa.data(), tiles * 4) : quantize_portable(p, q, qa.data(), tiles * 4);
-  vnni ? colsum_vnni(p, q.zero, zcs.data()) : colsum_portable(p, q.zero, zcs.data());
+  DISPATCH(quantize, p, q, qa.data(), tiles * 4);
+  DISPATCH(colsum, p, q.zero, zcs.data());
   // Row tiles split across torch's intra-op threads (inline with one thread, as Triton's instances run).
   const int64_t grain = std::max<int64_t>(1, (1 << 16) / (4 * Kp * N));
   const uint8_t* qd = qa.data();
   const int32_t* zd = zcs.data();
   at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
-    vnni ? tiles_vnni(p, q, qd, zd, t0, t1) : tiles_portable(p, q, qd, zd, t0, t1);
+    DISPATCH(tiles, p, q, qd, zd, t0, t1);
   });
   return out;
 }
