@@ -108,6 +108,15 @@ def test_non_finite_input_is_refused_with_the_reason(bad: float) -> None:
             op(x, pack(q), 8, scale, None, True)
 
 
+def test_an_input_range_past_float32_is_refused_not_quantized_to_garbage() -> None:
+    q, scale = _weights(8, 8, False)
+    x = torch.zeros(2, 8)
+    x[0, 0], x[1, 1] = 3e38, -3e38
+    for op in (OP, PORTABLE):
+        with pytest.raises(RuntimeError, match="overflows float32"):
+            op(x, pack(q), 8, scale, None, False)
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda q, s: OP(torch.randn(2, 9), pack(q), 12, s, None, False), "has 9 features; the layer takes 12"),
     (lambda q, s: OP(torch.randn(2, 16), pack(q), 16, s, None, False), "in_features 16 does not fit"),

@@ -300,6 +300,8 @@ at::Tensor run(const at::Tensor& input, const at::Tensor& weight, int64_t in_fea
   TORCH_CHECK(finite, "bulwark::int8_linear: the input holds NaN or infinity; an int8 layer needs finite "
               "inputs (the guard in front of inference rejects them)");
   const InputQuant q = choose(lo, hi);
+  TORCH_CHECK(std::isfinite(q.scale), "bulwark::int8_linear: the input's range (", lo, " to ", hi,
+              ") overflows float32; an int8 layer cannot represent it");
 
   // Buffers reused across calls on this thread: no allocation on the hot path but the output.
   static thread_local std::vector<uint8_t> qa;
