@@ -192,7 +192,7 @@ class VnniInt8Linear(nn.Module):
     def from_fbgemm(cls, layer: Int8Linear) -> VnniInt8Linear:
         """The same int8 weights, scales and bias as an fbgemm `Int8Linear` (symmetric: zero points 0)."""
         qweight, bias = torch.ops.quantized.linear_unpack(layer.packed)
-        if qweight.qscheme() == torch.per_tensor_symmetric or qweight.qscheme() == torch.per_tensor_affine:
+        if qweight.qscheme() in (torch.per_tensor_symmetric, torch.per_tensor_affine):
             scale, zeros = torch.tensor([qweight.q_scale()]), torch.tensor([qweight.q_zero_point()])
         else:
             scale, zeros = qweight.q_per_channel_scales(), qweight.q_per_channel_zero_points()
